@@ -1,0 +1,1 @@
+"""Segments, campaigns, journeys and the dispatch of per-store guide tasks."""

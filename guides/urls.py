@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "guides"
+
+urlpatterns = [
+    path("", views.member_list, name="members"),
+    path("members/<int:pk>/", views.member_detail, name="member"),
+]

@@ -1,0 +1,5 @@
+"""SCRM project package: settings, URLs, the Celery app and cross-cutting infrastructure."""
+
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

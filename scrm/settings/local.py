@@ -1,0 +1,6 @@
+"""Developer profile: `make demo` runs with this."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)

@@ -1,0 +1,61 @@
+import os
+import shutil
+
+import pytest
+
+from scrm.audit import Actor
+from scrm.roles import Role
+
+from .factories import GuideFactory, ManagerFactory, StoreFactory, UserFactory
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_browser() -> str:
+    """Path of Debian's chromium; in CI a missing browser fails the test instead of skipping it."""
+    if shutil.which(CHROMIUM) is None:
+        if IN_CI:
+            pytest.fail("chromium is required in CI (apt-get install chromium fonts-noto-cjk)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def hq_admin(db):
+    return UserFactory(username="hq_admin_t", role=Role.HQ_ADMIN)
+
+
+@pytest.fixture
+def hq_operator(db):
+    return UserFactory(username="hq_operator_t", role=Role.HQ_OPERATOR)
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor_t", role=Role.AUDITOR)
+
+
+@pytest.fixture
+def store(db):
+    return StoreFactory()
+
+
+@pytest.fixture
+def guide(store):
+    return GuideFactory(store=store)
+
+
+@pytest.fixture
+def manager(store):
+    return ManagerFactory(store=store)
+
+
+@pytest.fixture
+def system_actor() -> Actor:
+    return Actor.system("tests")
+
+
+@pytest.fixture
+def actor_for():
+    return Actor.for_user
