@@ -80,7 +80,7 @@ def create_member(
         changes={"mobile": e164, "home_store": home_store.code, "join_channel": join_channel},
     )
     if guide is not None:
-        assign_guide(member, guide, actor=actor, reason=GuideAssignment.Reason.JOINED)
+        member = assign_guide(member, guide, actor=actor, reason=GuideAssignment.Reason.JOINED)
     return member
 
 
@@ -331,3 +331,17 @@ def record_orders(orders: Iterable[OrderInput], *, actor: Actor) -> list[Order]:
     audit.record_many(actor, "order.created", created)
     refresh_member_metrics({o.member.pk for o in fresh if o.member is not None})
     return created
+
+
+def recompute_all_member_metrics(*, actor: Actor, now: datetime.datetime | None = None) -> int:
+    """The nightly run: every member's metrics from their orders; one audit event with the count."""
+    with transaction.atomic():
+        changed = refresh_member_metrics(None, now=now)
+        audit.record(
+            actor,
+            "member.metrics_recomputed",
+            target_type="members.member",
+            target_id="*",
+            changes={"changed": changed},
+        )
+    return changed

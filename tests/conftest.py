@@ -59,3 +59,16 @@ def system_actor() -> Actor:
 @pytest.fixture
 def actor_for():
     return Actor.for_user
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Transactional tests are reset with TRUNCATE, which the audit trail refuses in real databases.
+
+    Only the TRUNCATE guard is lifted, only in the test database; row-level UPDATE/DELETE guards stay.
+    tests/scrm/test_audit.py re-enables it inside a transaction to prove it works.
+    """
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE scrm_auditevent DISABLE TRIGGER scrm_auditevent_no_truncate")

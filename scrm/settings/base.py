@@ -104,6 +104,8 @@ MEDIA_URL = "media/"
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
+# A separate queue name lets several deployments (or test runs) share one Redis.
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="scrm")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE

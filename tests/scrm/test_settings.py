@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_language_and_time_zone_defaults():
+    assert settings.LANGUAGE_CODE == "zh-hans"
+    assert settings.TIME_ZONE == "Asia/Shanghai"
+    assert settings.USE_TZ is True
+    assert [code for code, _ in settings.LANGUAGES] == ["zh-hans", "en"]
+
+
+def test_production_profile_passes_the_deploy_check_with_real_values():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "scrm.settings.production",
+        "DJANGO_SECRET_KEY": "x7#" + "q" * 30 + "long-random-production-secret-Z9!",
+        "DJANGO_ALLOWED_HOSTS": "scrm.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_profile_refuses_to_start_without_a_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    env.update(DJANGO_SETTINGS_MODULE="scrm.settings.production", DJANGO_ALLOWED_HOSTS="scrm.example.com")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
