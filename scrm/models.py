@@ -33,6 +33,10 @@ class AuditEvent(models.Model):
     changes = models.JSONField(_("changes"), default=dict, blank=True)
     request_id = models.CharField(_("request id"), max_length=64, blank=True)
     ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    # Filled by a database trigger (migration 0003): the hash of the previous row and of this row,
+    # so `manage.py verify_audit` finds any row altered or removed after the fact.
+    prev_hash = models.CharField(_("previous hash"), max_length=64, blank=True, editable=False)
+    hash = models.CharField(_("hash"), max_length=64, blank=True, editable=False, db_index=True)
 
     class Meta:
         verbose_name = _("audit event")
