@@ -42,7 +42,7 @@ CONSENT_FLAG = {
 GRANTING_ACTIONS = {ConsentRecord.Action.GRANT, ConsentRecord.Action.GUARDIAN_GRANT}
 
 
-@transaction.atomic
+@audit.service
 def create_member(
     *,
     mobile: str,
@@ -87,7 +87,7 @@ def create_member(
 EDITABLE_MEMBER_FIELDS = frozenset({"name", "gender", "birthday", "home_store", "tier", "join_channel"})
 
 
-@transaction.atomic
+@audit.service
 def update_member(member: Member, *, actor: Actor, **values: Any) -> Member:
     """Change a member's editable attributes; records old and new values of what changed."""
     unknown = set(values) - EDITABLE_MEMBER_FIELDS - {"mobile"}
@@ -109,7 +109,7 @@ def update_member(member: Member, *, actor: Actor, **values: Any) -> Member:
     return member
 
 
-@transaction.atomic
+@audit.service
 def assign_guide(member: Member, guide: Guide | None, *, actor: Actor, reason: str) -> Member:
     """Bind ``member`` to ``guide`` (or unbind with None), closing the previous binding in the history."""
     member = Member.objects.select_for_update().get(pk=member.pk)
@@ -142,7 +142,7 @@ def assign_guide(member: Member, guide: Guide | None, *, actor: Actor, reason: s
     return member
 
 
-@transaction.atomic
+@audit.service
 def add_points(
     member: Member,
     *,
@@ -193,7 +193,7 @@ def add_points(
     return entry
 
 
-@transaction.atomic
+@audit.service
 def record_consent(
     member: Member,
     *,
@@ -235,7 +235,7 @@ def record_consent(
     return record
 
 
-@transaction.atomic
+@audit.service
 def tag_member(member: Member, tag: Tag, *, source: str, actor: Actor) -> MemberTag:
     member_tag, created = MemberTag.objects.get_or_create(
         member=member, tag=tag, defaults={"source": source, "added_by": actor.user if actor.user else None}
@@ -245,7 +245,7 @@ def tag_member(member: Member, tag: Tag, *, source: str, actor: Actor) -> Member
     return member_tag
 
 
-@transaction.atomic
+@audit.service
 def untag_member(member: Member, tag: Tag, *, actor: Actor) -> bool:
     deleted, _detail = MemberTag.objects.filter(member=member, tag=tag).delete()
     if deleted:
@@ -276,7 +276,7 @@ class OrderInput:
     lines: Sequence[OrderLineInput] = field(default_factory=list)
 
 
-@transaction.atomic
+@audit.service
 def record_orders(orders: Iterable[OrderInput], *, actor: Actor) -> list[Order]:
     """Store new orders, skipping any already known by (channel, order number); refresh buyers' metrics.
 
@@ -335,7 +335,7 @@ def record_orders(orders: Iterable[OrderInput], *, actor: Actor) -> list[Order]:
 
 def recompute_all_member_metrics(*, actor: Actor, now: datetime.datetime | None = None) -> int:
     """The nightly run: every member's metrics from their orders; one audit event with the count."""
-    with transaction.atomic():
+    with audit.app_audited():
         changed = refresh_member_metrics(None, now=now)
         audit.record(
             actor,

@@ -1,16 +1,23 @@
 """The audit trail's write side: every service records what it changed, in the same transaction.
 
 A failed audit write fails the change: ``record`` runs inside the caller's transaction and raises.
+
+Two layers, so that no write path escapes: services run inside ``service`` (or ``app_audited``) and
+write domain events with ``record``; database triggers on every business table (migration
+scrm/0005) record a row-level ``db.insert`` / ``db.update`` / ``db.delete`` event for any write made
+outside such a block — ``QuerySet.update()``, bulk writes, raw SQL, another program.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from django.db import models
+from django.db import connection, models, transaction
 
 from .models import AuditEvent
 
@@ -138,3 +145,37 @@ def diff(instance: models.Model, new_values: Mapping[str, Any]) -> dict[str, lis
         if old != new:
             out[name] = [_jsonable(old), _jsonable(new)]
     return out
+
+
+_FLAG = "scrm.app_audited"
+
+
+@contextmanager
+def app_audited() -> Iterator[None]:
+    """A transaction whose writes the application audits itself, so the row triggers stand aside.
+
+    The flag is transaction-local and rolls back with the savepoint on error; on success it is put
+    back to what it was, so writes after the block (in the same outer transaction) are caught again.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s, true)", [_FLAG])
+        previous = cursor.fetchone()[0] or "off"
+        cursor.execute("SELECT set_config(%s, 'on', true)", [_FLAG])
+        yield
+        if previous != "on":
+            cursor.execute("SELECT set_config(%s, %s, true)", [_FLAG, previous])
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def service(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for write services: one transaction, audited by the service itself."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with app_audited():
+            return func(*args, **kwargs)
+
+    return wrapper
