@@ -10,3 +10,4 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 CELERY_BROKER_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+WHITENOISE_AUTOREFRESH = True  # serve from the finders; tests never run collectstatic
