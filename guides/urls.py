@@ -7,4 +7,5 @@ app_name = "guides"
 urlpatterns = [
     path("", views.member_list, name="members"),
     path("members/<int:pk>/", views.member_detail, name="member"),
+    path("export/", views.member_export, name="export"),
 ]

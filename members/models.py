@@ -336,7 +336,9 @@ class Order(models.Model):
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.PAID)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
-    scope_paths = ScopePaths(store="store", guide="member__guide")
+    # A store sees the orders placed in it (non-members too: member share needs them) and every order of
+    # its own members, online ones included; a guide sees the orders of their members.
+    scope_paths = ScopePaths(store=("store", "member__home_store"), guide="member__guide")
 
     class Meta:
         verbose_name = _("order")
@@ -372,7 +374,9 @@ class OrderLine(models.Model):
     quantity = models.PositiveIntegerField(_("quantity"))
     amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
 
-    scope_paths = ScopePaths(store="order__store", guide="order__member__guide")
+    scope_paths = ScopePaths(
+        store=("order__store", "order__member__home_store"), guide="order__member__guide"
+    )
 
     class Meta:
         verbose_name = _("order line")

@@ -57,8 +57,18 @@ def is_hq(user: Any) -> bool:
 
 
 def sync_role_groups(**_: Any) -> None:
-    """Create or update one Group per role with exactly its permissions (idempotent)."""
+    """Create or update one Group per role with exactly its permissions (idempotent).
+
+    post_migrate runs app by app, so on a fresh database the later apps' permissions would not exist
+    yet; they are created here first (create_permissions is idempotent).
+    """
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
+
+    using = _.get("using", "default")
+    for app_config in apps.get_app_configs():
+        create_permissions(app_config, verbosity=0, using=using)
 
     all_perms = list(Permission.objects.select_related("content_type"))
     for role, patterns in ROLE_PERMISSIONS.items():

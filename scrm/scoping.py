@@ -8,10 +8,12 @@ with no guide path, their store's rows). A model without ``scope_paths`` is visi
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any, TypeVar
 
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 
 from .roles import HQ_ROLES, Role, role_of
 
@@ -20,8 +22,14 @@ M = TypeVar("M", bound=Model)
 
 @dataclass(frozen=True)
 class ScopePaths:
-    store: str | None = None
+    """ORM paths to the owning store and guide; several store paths mean "any of them"."""
+
+    store: str | tuple[str, ...] | None = None
     guide: str | None = None
+
+    def store_q(self, store_id: int | None) -> Q:
+        paths = (self.store,) if isinstance(self.store, str) else (self.store or ())
+        return reduce(operator.or_, (Q(**{path: store_id}) for path in paths), Q(pk__in=[]))
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ def scoped(queryset: QuerySet[M], user: Any) -> QuerySet[M]:
         return queryset.none()
     if scope.role == Role.GUIDE and paths.guide is not None:
         return queryset.filter(**{paths.guide: scope.guide_id})
-    if paths.store is not None:
-        return queryset.filter(**{paths.store: scope.store_id})
+    if paths.store:
+        return queryset.filter(paths.store_q(scope.store_id))
     return queryset.none()
 
 
