@@ -82,7 +82,7 @@ class Member(models.Model):
     mobile = models.CharField(
         _("mobile"), max_length=16, unique=True, help_text=_("E.164, e.g. +8613812345678")
     )
-    name = models.CharField(_("name"), max_length=64, blank=True)
+    name = models.CharField(_("full name"), max_length=64, blank=True)
     gender = models.CharField(_("gender"), max_length=1, choices=Gender.choices, default=Gender.UNKNOWN)
     birthday = models.DateField(_("birthday"), null=True, blank=True)
     home_store = models.ForeignKey(
@@ -115,7 +115,7 @@ class Member(models.Model):
     # Metrics, kept current by members.services.refresh_member_metrics from the orders.
     first_purchase_at = models.DateTimeField(_("first purchase"), null=True, blank=True, editable=False)
     last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True, editable=False)
-    order_count = models.PositiveIntegerField(_("orders"), default=0, editable=False)
+    order_count = models.PositiveIntegerField(_("order count"), default=0, editable=False)
     total_spend = models.DecimalField(
         _("total spend"), max_digits=14, decimal_places=2, default=0, editable=False
     )

@@ -78,7 +78,7 @@ class Guide(models.Model):
     )
     store = models.ForeignKey(Store, verbose_name=_("store"), on_delete=models.PROTECT, related_name="guides")
     employee_no = models.CharField(_("employee number"), max_length=32, unique=True)
-    name = models.CharField(_("name"), max_length=64)
+    name = models.CharField(_("full name"), max_length=64)
     mobile = models.CharField(_("mobile"), max_length=20, blank=True)
     position = models.CharField(_("position"), max_length=8, choices=Position.choices, default=Position.GUIDE)
     status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.ACTIVE)
