@@ -160,8 +160,6 @@ class Member(models.Model):
         ]
         indexes = [
             models.Index(fields=["home_store", "lifecycle_stage"], name="member_store_stage_idx"),
-            models.Index(fields=["guide"], name="member_guide_idx"),
-            models.Index(fields=["tier"], name="member_tier_idx"),
             models.Index(fields=["last_purchase_at"], name="member_last_purchase_idx"),
             # Name search is a prefix match (surname or full name); pattern ops let LIKE 'x%' use it
             # under any collation. (pg_trgm is not in every PostgreSQL build, the embedded one included.)
