@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
+from scrm.masking import mask_mobile
 from scrm.scoping import ScopePaths
 from stores.models import Guide, Store
 
@@ -167,7 +168,8 @@ class Member(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name or self.mobile
+        # Shown in logs, audit labels and related-field widgets: never the full number.
+        return self.name or mask_mobile(self.mobile)
 
     @property
     def audit_store_id(self) -> int:

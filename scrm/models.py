@@ -31,7 +31,7 @@ class AuditEvent(models.Model):
     # A plain id, not a foreign key: the audit trail is infrastructure and must not depend on `stores`.
     store_id = models.BigIntegerField(_("store id"), null=True, blank=True)
     changes = models.JSONField(_("changes"), default=dict, blank=True)
-    request_id = models.CharField(_("request id"), max_length=64, blank=True)
+    request_id = models.CharField(_("request id"), max_length=64, blank=True, db_index=True)
     ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
     # Filled by a database trigger (migration 0003): the hash of the previous row and of this row,
     # so `manage.py verify_audit` finds any row altered or removed after the fact.

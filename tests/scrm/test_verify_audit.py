@@ -1,7 +1,7 @@
 import pytest
-from django.utils import translation
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import translation
 
 from scrm import audit
 from scrm.models import AuditEvent
