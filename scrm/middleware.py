@@ -3,8 +3,11 @@
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.locale import LocaleMiddleware
 from django.shortcuts import redirect
+from django.utils import translation
 
 from .roles import is_hq
 
@@ -39,3 +42,18 @@ class AdminOnlyForHqMiddleware:
         ):
             return redirect("home")
         return self.get_response(request)
+
+
+class ChosenLanguageMiddleware(LocaleMiddleware):
+    """Chinese unless the person chose another language with the switcher (a cookie).
+
+    The browser's Accept-Language is ignored on purpose: staff use shared and imported devices whose
+    system language says nothing about the language they work in.
+    """
+
+    def process_request(self, request: HttpRequest) -> None:
+        chosen = request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME)
+        supported = {code for code, _name in settings.LANGUAGES}
+        language = chosen if chosen in supported else settings.LANGUAGE_CODE
+        translation.activate(language)
+        request.LANGUAGE_CODE = translation.get_language()
