@@ -6,6 +6,7 @@ append-only, one open guide assignment per member, one order per channel and ord
 """
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -136,6 +137,7 @@ class Member(models.Model):
     )
     rfm_cell = models.CharField(_("RFM cell"), max_length=3, blank=True, editable=False)
     metrics_updated_at = models.DateTimeField(_("metrics updated at"), null=True, blank=True, editable=False)
+    erased_at = models.DateTimeField(_("erased at"), null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -149,6 +151,7 @@ class Member(models.Model):
         permissions = [
             ("view_full_mobile", _("Can see members' full mobile numbers")),
             ("export", _("Can export members")),
+            ("reveal_mobile", _("Can reveal a member's full mobile number, with a reason")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -504,3 +507,92 @@ class GuideAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member_id} → {self.guide_id}"
+
+
+class PrivacyNotice(models.Model):
+    """A published version of the privacy notice and the purposes it asks consent for.
+
+    A grant counts for a purpose only if the notice version shown at the time covered that purpose:
+    publishing a version that adds a purpose therefore needs new consent for it.
+    """
+
+    version = models.CharField(_("version"), max_length=32, unique=True)
+    purposes = ArrayField(
+        models.CharField(max_length=16, choices=ConsentRecord.Purpose.choices), verbose_name=_("purposes")
+    )
+    published_at = models.DateTimeField(_("published at"))
+    summary = models.TextField(_("summary"), blank=True)
+
+    class Meta:
+        verbose_name = _("privacy notice")
+        verbose_name_plural = _("privacy notices")
+        ordering = ["-published_at"]
+
+    def __str__(self) -> str:
+        return self.version
+
+
+class DataSubjectRequest(models.Model):
+    """A request under PIPL to access, correct or erase a member's personal data, tracked to a due date."""
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", _("Access (copy of my data)")
+        CORRECT = "correct", _("Correction")
+        ERASE = "erase", _("Erasure")
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", _("Received")
+        DONE = "done", _("Done")
+        REJECTED = "rejected", _("Rejected")
+
+    member = models.ForeignKey(
+        Member, verbose_name=_("member"), on_delete=models.PROTECT, related_name="data_requests"
+    )
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RECEIVED)
+    received_at = models.DateTimeField(_("received at"))
+    due_at = models.DateTimeField(_("due at"))
+    channel = models.CharField(_("received through"), max_length=16, choices=ConsentRecord.Source.choices)
+    details = models.TextField(
+        _("details"), blank=True, help_text=_("What the member asked for, in their words.")
+    )
+    received_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("received by"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("handled by"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    outcome = models.TextField(_("outcome"), blank=True)
+
+    scope_paths = ScopePaths(store="member__home_store", guide=None)
+
+    class Meta:
+        verbose_name = _("data-subject request")
+        verbose_name_plural = _("data-subject requests")
+        ordering = ["status", "due_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status="received", completed_at__isnull=True)
+                | Q(~Q(status="received"), completed_at__isnull=False),
+                name="dsr_completed_iff_closed",
+            ),
+            models.CheckConstraint(condition=Q(due_at__gte=F("received_at")), name="dsr_due_after_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def audit_store_id(self) -> int:
+        return self.member.home_store_id

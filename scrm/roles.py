@@ -22,16 +22,21 @@ HQ_ROLES = frozenset({Role.HQ_ADMIN, Role.HQ_OPERATOR, Role.AUDITOR})
 BUSINESS_APPS = ("stores", "members", "campaigns")
 
 # Permission codename patterns per role: (app_label, action) pairs; "*" is every app label.
-# Store managers and guides get no model permissions: they never use the admin, and their pages
-# check role and scope instead.
+# Store managers and guides get no model permissions beyond revealing a number (with a reason, audited
+# and rate-limited): they never use the admin, and their pages check role and scope instead.
 ROLE_PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     Role.HQ_ADMIN: {("*", "*")},
     Role.HQ_OPERATOR: {(app, action) for app in BUSINESS_APPS for action in ("view", "add", "change")}
-    | {("scrm", "view"), ("members", "view_full_mobile"), ("members", "export")},
+    | {
+        ("scrm", "view"),
+        ("members", "view_full_mobile"),
+        ("members", "export"),
+        ("members", "reveal_mobile"),
+    },
     Role.AUDITOR: {(app, "view") for app in (*BUSINESS_APPS, "scrm", "auth")}
     | {("members", "view_full_mobile")},
-    Role.STORE_MANAGER: set(),
-    Role.GUIDE: set(),
+    Role.STORE_MANAGER: {("members", "reveal_mobile")},
+    Role.GUIDE: {("members", "reveal_mobile")},
 }
 
 
