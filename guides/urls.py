@@ -7,5 +7,6 @@ app_name = "guides"
 urlpatterns = [
     path("", views.member_list, name="members"),
     path("members/<int:pk>/", views.member_detail, name="member"),
+    path("members/<int:pk>/reveal/", views.member_reveal, name="reveal"),
     path("export/", views.member_export, name="export"),
 ]

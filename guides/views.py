@@ -1,4 +1,7 @@
-"""Store-staff pages: my members, a member's card, the store's export. Reads live in ``selectors``."""
+"""Store-staff pages: my members, a member's card, revealing a mobile, the store's export.
+
+Reads live in ``selectors``; revealing a number is ``members.privacy.reveal_mobile``.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,24 @@ from functools import wraps
 from typing import IO, Any
 
 import xlsxwriter
+from django import forms
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
+from django_ratelimit.decorators import ratelimit
 
+from members import privacy
 from scrm import audit
 from scrm.audit import Actor
-from scrm.roles import is_hq
+from scrm.roles import ROLE_PERMISSIONS, is_hq
+from scrm.scoping import scope_of
 
 from . import selectors
 
@@ -70,7 +80,101 @@ def member_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if card is None:
         # Outside the scope looks exactly like "no such member": existence is not leaked.
         raise Http404
-    return render(request, "guides/member_detail.html", {**_staff_context(request), "card": card})
+    return _member_page(request, card)
+
+
+def _member_page(
+    request: HttpRequest,
+    card: selectors.MemberCard,
+    *,
+    reveal_form: RevealForm | None = None,
+    revealed_mobile: str = "",
+    refused: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    context = {
+        **_staff_context(request),
+        "card": card,
+        "can_reveal": _may_reveal(request.user),
+        "reveal_form": reveal_form or RevealForm(),
+        "revealed_mobile": revealed_mobile,
+        "revealed_national": revealed_mobile.removeprefix("+86") if revealed_mobile else "",
+        "reveal_refused": refused,
+    }
+    return render(request, "guides/member_detail.html", context, status=status)
+
+
+# Revealing a mobile ------------------------------------------------------------------------------
+
+# Enough for a guide's day of calls; anything past it looks like harvesting numbers.
+REVEAL_RATE = "20/h"
+
+
+class RevealForm(forms.Form):
+    reason = forms.ChoiceField(
+        label=gettext_lazy("Why do you need the full number?"),
+        choices=privacy.RevealReason.choices,
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(label=gettext_lazy("Other reason"), max_length=200, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "reason" in cleaned:
+            try:
+                privacy.clean_reveal_reason(cleaned["reason"], cleaned.get("note", ""))
+            except ValidationError as error:
+                self.add_error("note" if error.code == "note" else "reason", error)
+        return cleaned
+
+
+def _may_reveal(user: Any) -> bool:
+    """Whether to offer the reveal form: read from the role table, so drawing the page costs no query.
+
+    The reveal itself checks the user's real permission.
+    """
+    role = scope_of(user).role
+    return role is not None and ("members", "reveal_mobile") in ROLE_PERMISSIONS.get(role, set())
+
+
+def _reveal_rate_key(group: str, request: HttpRequest) -> str:
+    return str(request.user.pk)
+
+
+@require_POST
+@store_staff_only
+@ratelimit(group="guides.reveal_mobile", key=_reveal_rate_key, rate=REVEAL_RATE, method="POST", block=False)
+def member_reveal(request: HttpRequest, pk: int) -> HttpResponse:
+    """The member page once more, with the full number: only in this response, never cached or kept.
+
+    Every attempt counts towards the rate limit, refused ones included, so probing many members by
+    id is limited too.
+    """
+    if not request.user.has_perm(privacy.REVEAL_PERMISSION):
+        raise PermissionDenied
+    card = selectors.member_card(request.user, pk)
+    if card is None:
+        raise Http404
+    form = RevealForm(request.POST)
+    actor = Actor.from_request(request)
+    if getattr(request, "limited", False):
+        privacy.record_reveal_refused(
+            card.member,
+            actor=actor,
+            reason=str(request.POST.get("reason", ""))[:32],
+            note=str(request.POST.get("note", "")),
+        )
+        refused = _("You have revealed too many numbers in the last hour. Try again later.")
+        response = _member_page(request, card, reveal_form=form, refused=refused, status=429)
+    elif not form.is_valid():
+        response = _member_page(request, card, reveal_form=form, status=400)
+    else:
+        mobile = privacy.reveal_mobile(
+            card.member, actor=actor, reason=form.cleaned_data["reason"], note=form.cleaned_data["note"]
+        )
+        response = _member_page(request, card, reveal_form=form, revealed_mobile=mobile)
+    add_never_cache_headers(response)
+    return response
 
 
 @require_POST

@@ -12,12 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.http import content_disposition_header
+from django.utils.text import capfirst
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 from import_export.formats import base_formats
@@ -25,6 +33,7 @@ from import_export.formats import base_formats
 from scrm import audit
 from scrm.admin_base import (
     AppendOnlyAdmin,
+    BackgroundExportMixin,
     IndexedSearch,
     LatestRowsInline,
     ReadOnlyLatestRowsInline,
@@ -39,9 +48,13 @@ from scrm.admin_base import (
 from scrm.audit import Actor
 from scrm.masking import mask_mobile
 
+from . import privacy
+from .consent import publish_privacy_notice, purposes_added
+from .exports import CONSENT_RECORD_COLUMNS, MEMBER_COLUMNS, ORDER_COLUMNS, POINTS_ENTRY_COLUMNS
 from .models import (
     Channel,
     ConsentRecord,
+    DataSubjectRequest,
     ExternalIdentity,
     GuideAssignment,
     Member,
@@ -49,6 +62,7 @@ from .models import (
     Order,
     OrderLine,
     PointsEntry,
+    PrivacyNotice,
     Tag,
     Tier,
 )
@@ -226,8 +240,12 @@ CONSENT_FIELDS = ("consent_sms", "consent_call", "consent_wecom", "consent_email
 
 
 @admin.register(Member)
-class MemberAdmin(ExportMixin, ScrmModelAdmin):
+class MemberAdmin(BackgroundExportMixin, ExportMixin, ScrmModelAdmin):
     form = MemberAdminForm
+    # Background export (any size, streamed); the import-export "Export" button stays for quick
+    # exports with a choice of columns.
+    export_columns = MEMBER_COLUMNS
+    export_permission = EXPORT_PERMISSION
     # What HQ needs to recognise a member at a glance; channel, status and order counts are filters
     # and on the member page. Every column is a cell per row to render: the list's main cost.
     list_display = (
@@ -510,9 +528,11 @@ class PointsEntryForm(forms.ModelForm):
 
 
 @admin.register(PointsEntry)
-class PointsEntryAdmin(MemberColumnMixin, AppendOnlyAdmin):
+class PointsEntryAdmin(BackgroundExportMixin, MemberColumnMixin, AppendOnlyAdmin):
     """The points ledger. Adding a movement calls ``add_points``; rows never change."""
 
+    export_columns = POINTS_ENTRY_COLUMNS
+    export_permission = EXPORT_PERMISSION
     add_through_service = True
     form = PointsEntryForm
     list_display = ("created_at", "member_link", "kind", "delta", "reason", "ref", "expires_at", "actor")
@@ -572,9 +592,11 @@ class ConsentRecordForm(forms.ModelForm):
 
 
 @admin.register(ConsentRecord)
-class ConsentRecordAdmin(MemberColumnMixin, AppendOnlyAdmin):
+class ConsentRecordAdmin(BackgroundExportMixin, MemberColumnMixin, AppendOnlyAdmin):
     """The consent ledger. Recording consent calls ``record_consent`` (source: HQ admin)."""
 
+    export_columns = CONSENT_RECORD_COLUMNS
+    export_permission = EXPORT_PERMISSION
     add_through_service = True
     form = ConsentRecordForm
     list_display = ("at", "member_link", "channel", "purpose", "action", "source", "method", "policy_version")
@@ -667,9 +689,11 @@ class OrderLineInline(ScrmTabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(MemberColumnMixin, AppendOnlyAdmin):
+class OrderAdmin(BackgroundExportMixin, MemberColumnMixin, AppendOnlyAdmin):
     """Orders arrive from the tills and shops (API, import); HQ reads them here and never edits them."""
 
+    export_columns = ORDER_COLUMNS
+    export_permission = EXPORT_PERMISSION
     list_display = (
         "external_no",
         "channel",
@@ -716,3 +740,391 @@ class OrderAdmin(MemberColumnMixin, AppendOnlyAdmin):
     )
     readonly_fields = fields
     inlines = (OrderLineInline,)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data-subject requests (PIPL): opened here, closed only through the privacy services
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = _("overdue")
+    parameter_name = "overdue"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> Sequence[tuple[str, str]]:
+        return (("yes", _("Overdue")), ("no", _("Not overdue")))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        overdue = Q(status=DataSubjectRequest.Status.RECEIVED, due_at__lt=timezone.now())
+        if self.value() == "yes":
+            return queryset.filter(overdue)
+        if self.value() == "no":
+            return queryset.exclude(overdue)
+        return queryset
+
+
+class DataSubjectRequestForm(forms.ModelForm):
+    class Meta:
+        model = DataSubjectRequest
+        fields = ("member", "kind", "channel", "details")
+
+    def clean_member(self) -> Member:
+        member = self.cleaned_data["member"]
+        if member.status == Member.Status.ERASED:
+            raise forms.ValidationError(gettext("This member's personal data has already been erased."))
+        return member
+
+
+class CorrectionForm(forms.Form):
+    """The member's personal fields as they should be; only what the operator changes is corrected."""
+
+    mobile = forms.CharField(
+        label=capfirst(Member._meta.get_field("mobile").verbose_name),
+        required=False,
+        help_text=_("Leave empty to keep the number."),
+    )
+    name = forms.CharField(label=capfirst(Member._meta.get_field("name").verbose_name), required=False)
+    gender = forms.ChoiceField(
+        label=capfirst(Member._meta.get_field("gender").verbose_name), choices=Member.Gender.choices
+    )
+    birthday = forms.DateField(
+        label=capfirst(Member._meta.get_field("birthday").verbose_name), required=False
+    )
+
+    def clean_mobile(self) -> str:
+        value = self.cleaned_data["mobile"].strip()
+        return normalize_mobile(value) if value else ""
+
+    def corrections(self) -> dict[str, Any]:
+        changes = {name: self.cleaned_data[name] for name in self.changed_data}
+        if not changes.get("mobile"):
+            changes.pop("mobile", None)  # empty means "keep the number"
+        return changes
+
+
+class RejectionForm(forms.Form):
+    outcome = forms.CharField(
+        label=_("Why is the request rejected?"), widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+
+JSON = "application/json"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@admin.register(DataSubjectRequest)
+class DataSubjectRequestAdmin(MemberColumnMixin, ScrmModelAdmin):
+    """Access, correction and erasure requests, tracked to their due date.
+
+    HQ operators open requests and answer access and correction requests; erasing needs the right
+    to delete members (HQ administrators); the audit officer reads. A request is never edited: it is
+    opened by ``open_data_request`` and closed by one of the actions, each a service.
+    """
+
+    form = DataSubjectRequestForm
+    list_display = (
+        "__str__",
+        "member_link",
+        "kind",
+        "status",
+        "received_at",
+        "due",
+        "channel",
+        "received_by",
+        "handled_by",
+        "completed_at",
+    )
+    list_display_links = ("__str__",)
+    list_select_related = ("member", "received_by", "handled_by")
+    list_filter = ("kind", "status", OverdueFilter, "channel")
+    search_fields = ("member__mobile",)
+    search_help_text = MEMBER_SEARCH_HELP
+    indexed_search = IndexedSearch(mobile=("member__mobile",))
+    autocomplete_fields = ("member",)
+    sortable_by = ("received_at", "due")
+    actions = (
+        "download_access_xlsx",
+        "download_access_json",
+        "correct_selected",
+        "erase_selected",
+        "reject_selected",
+    )
+    action_template = "admin/members/datasubjectrequest/action_form.html"
+
+    def get_fields(self, request: HttpRequest, obj: DataSubjectRequest | None = None) -> Sequence[str]:
+        if obj is None:
+            return DataSubjectRequestForm.Meta.fields
+        return (
+            "member_link",
+            "kind",
+            "status",
+            "channel",
+            "details",
+            "received_at",
+            "due_at",
+            "received_by",
+            "handled_by",
+            "completed_at",
+            "outcome",
+        )
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: DataSubjectRequest | None = None
+    ) -> Sequence[str]:
+        return () if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description=DataSubjectRequest._meta.get_field("due_at").verbose_name, ordering="due_at")
+    def due(self, obj: DataSubjectRequest) -> str:
+        shown = date_format(timezone.localtime(obj.due_at), "SHORT_DATETIME_FORMAT")
+        if obj.status == DataSubjectRequest.Status.RECEIVED and obj.due_at < timezone.now():
+            return format_html(
+                '<strong class="scrm-overdue" style="color: #ba2121">{} · {}</strong>',
+                shown,
+                gettext("overdue"),
+            )
+        return shown
+
+    # Permissions: a request changes only through the actions below --------------------------------
+
+    def has_change_permission(self, request: HttpRequest, obj: DataSubjectRequest | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: DataSubjectRequest | None = None) -> bool:
+        return False
+
+    def has_handle_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("members.change_datasubjectrequest")
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(privacy.ERASE_PERMISSION)
+
+    def save_model(
+        self, request: HttpRequest, obj: DataSubjectRequest, form: forms.ModelForm, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        created = privacy.open_data_request(
+            data["member"],
+            kind=data["kind"],
+            channel=data["channel"],
+            details=data.get("details") or "",
+            actor=Actor.from_request(request),
+        )
+        obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
+
+    # Actions --------------------------------------------------------------------------------------
+
+    def _only_one(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        chosen = list(queryset.select_related("member")[:2])
+        if len(chosen) != 1:
+            self.message_user(request, gettext("Select exactly one request."), messages.ERROR)
+            return None
+        return chosen[0]
+
+    def _refused(
+        self, request: HttpRequest, data_request: DataSubjectRequest, error: ValidationError
+    ) -> None:
+        for message in error.messages:
+            self.message_user(
+                request,
+                gettext("%(request)s: %(error)s") % {"request": data_request, "error": message},
+                messages.ERROR,
+            )
+
+    def _download(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest], kind: str) -> Any:
+        data_request = self._only_one(request, queryset)
+        if data_request is None:
+            return None
+        try:
+            package = privacy.complete_access_request(data_request, actor=Actor.from_request(request))
+        except ValidationError as error:
+            self._refused(request, data_request, error)
+            return None
+        if kind == "xlsx":
+            body, content_type = privacy.access_package_xlsx(package), XLSX
+        else:
+            body, content_type = privacy.access_package_json(package), JSON
+        response = HttpResponse(body, content_type=content_type)
+        filename = f"access-package-{data_request.member_id}-{data_request.pk}.{kind}"
+        response["Content-Disposition"] = content_disposition_header(True, filename)
+        add_never_cache_headers(response)  # a copy of someone's personal data: no cache keeps it
+        return response
+
+    @admin.action(description=_("Download access package (xlsx)"), permissions=("handle",))
+    def download_access_xlsx(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        return self._download(request, queryset, "xlsx")
+
+    @admin.action(description=_("Download access package (JSON)"), permissions=("handle",))
+    def download_access_json(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        return self._download(request, queryset, "json")
+
+    def _action_page(
+        self,
+        request: HttpRequest,
+        requests: Sequence[DataSubjectRequest],
+        *,
+        action: str,
+        title: str,
+        intro: str,
+        button: str,
+        form: forms.Form | None = None,
+        danger: bool = False,
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "intro": intro,
+            "button": button,
+            "danger": danger,
+            "form": form,
+            "action": action,
+            "rows": [(r, member_label(r.member)) for r in requests],
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "cancel_label": gettext("Cancel"),
+        }
+        return TemplateResponse(request, self.action_template, context)
+
+    @admin.action(description=_("Correct the member's data…"), permissions=("handle",))
+    def correct_selected(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        data_request = self._only_one(request, queryset)
+        if data_request is None:
+            return None
+        member = data_request.member
+        initial = {
+            "name": member.name,
+            "gender": member.gender,
+            "birthday": member.birthday,
+            # An operator who may not see the full number types the new one in without seeing the old.
+            "mobile": member.mobile if request.user.has_perm(FULL_MOBILE_PERMISSION) else "",
+        }
+        form = CorrectionForm(request.POST if "confirm" in request.POST else None, initial=initial)
+        if form.is_bound and form.is_valid():
+            try:
+                privacy.correct_member(data_request, actor=Actor.from_request(request), **form.corrections())
+            except ValidationError as error:
+                self._refused(request, data_request, error)
+                return None
+            self.message_user(request, gettext("%(request)s is done.") % {"request": data_request})
+            return None
+        return self._action_page(
+            request,
+            [data_request],
+            action="correct_selected",
+            title=gettext("Correct the member's data"),
+            intro=gettext("Change what the member asked to correct; the request is then closed."),
+            button=gettext("Correct and close the request"),
+            form=form,
+        )
+
+    @admin.action(description=_("Erase member…"), permissions=("erase",))
+    def erase_selected(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        requests = list(queryset.select_related("member").order_by("pk"))
+        if "confirm" not in request.POST:
+            return self._action_page(
+                request,
+                requests,
+                action="erase_selected",
+                title=gettext("Erase members"),
+                intro=gettext(
+                    "The name, mobile, birthday, gender, platform ids and tags of these members will be "
+                    "removed, their guide unbound and every consent withdrawn. Orders, points and "
+                    "metrics stay. This cannot be undone."
+                ),
+                button=gettext("Yes, erase"),
+                danger=True,
+            )
+        actor = Actor.from_request(request)
+        erased = 0
+        for data_request in requests:
+            try:
+                privacy.erase_member(data_request, actor=actor)
+            except ValidationError as error:
+                self._refused(request, data_request, error)
+            else:
+                erased += 1
+        if erased:
+            self.message_user(
+                request,
+                ngettext("%(count)d member erased.", "%(count)d members erased.", erased) % {"count": erased},
+            )
+        return None
+
+    @admin.action(description=_("Reject request…"), permissions=("handle",))
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[DataSubjectRequest]) -> Any:
+        requests = list(queryset.select_related("member").order_by("pk"))
+        form = RejectionForm(request.POST if "confirm" in request.POST else None)
+        if not (form.is_bound and form.is_valid()):
+            return self._action_page(
+                request,
+                requests,
+                action="reject_selected",
+                title=gettext("Reject requests"),
+                intro=gettext("The requests are closed without acting on them, with this reason."),
+                button=gettext("Reject"),
+                form=form,
+            )
+        actor = Actor.from_request(request)
+        for data_request in requests:
+            try:
+                privacy.reject_data_request(data_request, actor=actor, outcome=form.cleaned_data["outcome"])
+            except ValidationError as error:
+                self._refused(request, data_request, error)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Privacy-notice versions: HQ publishes, nobody edits (grants are judged by the version they were made under)
+
+
+class PrivacyNoticeForm(forms.ModelForm):
+    purposes = forms.MultipleChoiceField(
+        label=_("purposes"),
+        choices=ConsentRecord.Purpose.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("A purpose the previous version did not ask for needs every member's consent again."),
+    )
+
+    class Meta:
+        model = PrivacyNotice
+        fields = ("version", "purposes", "summary")
+
+
+@admin.register(PrivacyNotice)
+class PrivacyNoticeAdmin(AppendOnlyAdmin):
+    """Published notice versions, read-only; adding one calls ``publish_privacy_notice`` (audited)."""
+
+    add_through_service = True
+    form = PrivacyNoticeForm
+    list_display = ("version", "purpose_labels", "published_at")
+    search_fields = ("version",)
+    sortable_by = ("published_at",)
+
+    @admin.display(description=_("purposes"))
+    def purpose_labels(self, obj: PrivacyNotice) -> str:
+        labels = dict(ConsentRecord.Purpose.choices)
+        return ", ".join(str(labels.get(p, p)) for p in obj.purposes)
+
+    def get_fields(self, request: HttpRequest, obj: PrivacyNotice | None = None) -> Sequence[str]:
+        if obj is None:
+            return PrivacyNoticeForm.Meta.fields
+        return ("version", "purpose_labels", "published_at", "summary")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PrivacyNotice | None = None) -> Sequence[str]:
+        return () if obj is None else self.get_fields(request, obj)
+
+    def save_model(
+        self, request: HttpRequest, obj: PrivacyNotice, form: forms.ModelForm, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        notice = publish_privacy_notice(
+            data["version"], data["purposes"], data.get("summary") or "", actor=Actor.from_request(request)
+        )
+        obj.pk, obj._state.adding = notice.pk, False
+        added = purposes_added(notice)
+        if added:
+            labels = dict(ConsentRecord.Purpose.choices)
+            self.message_user(
+                request,
+                gettext("Consent must be asked again for: %(purposes)s.")
+                % {"purposes": ", ".join(str(labels[p]) for p in added)},
+                messages.WARNING,
+            )

@@ -17,11 +17,12 @@ from scrm import audit
 from scrm.audit import Actor
 from stores.models import Guide, Store
 
+from . import consent
+from .consent import CONSENT_FLAG, GRANTING_ACTIONS, WITHDRAWING_ACTIONS  # noqa: F401 (re-exported)
 from .metrics import refresh_member_metrics
 from .models import (
     Channel,
     ConsentRecord,
-    ContactChannel,
     GuideAssignment,
     Member,
     MemberTag,
@@ -32,14 +33,6 @@ from .models import (
     Tier,
 )
 from .phones import normalize_mobile
-
-CONSENT_FLAG = {
-    ContactChannel.SMS: "consent_sms",
-    ContactChannel.CALL: "consent_call",
-    ContactChannel.WECOM: "consent_wecom",
-    ContactChannel.EMAIL: "consent_email",
-}
-GRANTING_ACTIONS = {ConsentRecord.Action.GRANT, ConsentRecord.Action.GUARDIAN_GRANT}
 
 
 @audit.service
@@ -208,9 +201,18 @@ def record_consent(
     store: Store | None = None,
     at: datetime.datetime | None = None,
 ) -> ConsentRecord:
-    """Append a consent event and project it onto the member's flag for that channel (marketing)."""
+    """Append one consent event — grant, guardian grant, withdraw or refuse — and project the ledger.
+
+    The one service for the admin, guide pages, imports and the API; withdrawing takes exactly the
+    same fields as granting. A grant the rules refuse (members.consent: unknown notice version, a
+    version without the purpose, a plain grant for a member under 14, a future time) raises a
+    translated ``ValidationError`` and writes nothing. Withdrawals and refusals are always taken and
+    run ``members.consent.WITHDRAWAL_HANDLERS`` in this transaction. The member's marketing flag for
+    the channel is then what replaying the ledger gives, even for an event dated in the past.
+    """
     member = Member.objects.select_for_update().get(pk=member.pk)
-    record = ConsentRecord.objects.create(
+    now = timezone.now()
+    record = ConsentRecord(
         member=member,
         channel=channel,
         purpose=purpose,
@@ -221,17 +223,44 @@ def record_consent(
         evidence={"request_id": actor.request_id, "ip": actor.ip, **(evidence or {})},
         actor=actor.user if actor.user else None,
         store=store,
-        at=at or timezone.now(),
+        at=at or now,
     )
-    changes: dict[str, Any] = {"channel": channel, "purpose": purpose, "action": action, "source": source}
+    record.full_clean(exclude=["member", "actor", "store"])  # choices and lengths, translated
+    notices = consent.notice_purposes()
+    consent.check_consent_event(
+        action=action,
+        purpose=purpose,
+        policy_version=policy_version,
+        at=record.at,
+        birthday=member.birthday,
+        now=now,
+        notices=notices,
+    )
+    record.save(force_insert=True)
+    changes: dict[str, Any] = {
+        "channel": channel,
+        "purpose": purpose,
+        "action": action,
+        "source": source,
+        "policy_version": policy_version,
+    }
     if purpose == ConsentRecord.Purpose.MARKETING:
-        flag = CONSENT_FLAG[ContactChannel(channel)]
-        granted = action in GRANTING_ACTIONS
+        flag = CONSENT_FLAG[channel]
+        granted = consent.consent_granted(
+            consent.member_consent_events(member.pk, channel=channel, purpose=purpose),
+            channel=channel,
+            purpose=purpose,
+            birthday=member.birthday,
+            today=consent.local_today(now),
+            notices=notices,
+        )
         if getattr(member, flag) != granted:
             changes[flag] = [getattr(member, flag), granted]
             setattr(member, flag, granted)
             member.save(update_fields=[flag, "updated_at"])
     audit.record(actor, "consent.recorded", target=member, changes=changes)
+    if action in WITHDRAWING_ACTIONS:
+        consent.run_withdrawal_handlers(member, channel, actor)
     return record
 
 

@@ -14,24 +14,34 @@ save/delete hooks, which write the audit event in the same transaction as the ch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG, IS_POPUP_VAR, PAGE_VAR, TO_FIELD_VAR
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections, models
 from django.db.models import Q, QuerySet
 from django.forms import BaseForm
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect, QueryDict
+from django.urls import URLPattern, path, reverse
+from django.utils.html import conditional_escape, format_html
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
 from . import audit
 from .audit import Actor
+from .exports import Column, ExportSource, register_source, request_export
 from .masking import mask_mobile
 from .scoping import scoped
 
@@ -486,3 +496,159 @@ def member_label(member: Any) -> str:
         return ""
     masked = mask_mobile(member.mobile)
     return f"{member.name}（{masked}）" if member.name else masked
+
+
+# --------------------------------------------------------------------------------------------------
+# Background export of a changelist
+
+
+# Query parameters that change how the list is shown, not which rows it holds.
+NOT_FILTERS = frozenset({PAGE_VAR, ERROR_FLAG, IS_POPUP_VAR, TO_FIELD_VAR})
+EXPORT_FORMATS = {"xlsx": _("Export to Excel in the background"), "csv": _("Export to CSV in the background")}
+# Ticked rows travel as ids; "select all" travels as the filters. A page holds at most a few hundred.
+MAX_SELECTED_ROWS = 10_000
+
+
+def changelist_filters(query: QueryDict) -> dict[str, list[str]]:
+    """The changelist's filters, search and ordering as JSON: ``{"tier__id__exact": ["3"], "q": [...]}``."""
+    return {name: query.getlist(name) for name in query if name not in NOT_FILTERS}
+
+
+class BackgroundExportMixin:
+    """Export a changelist, with its current filters, search and ordering, as a background job.
+
+    Put it first in the bases of a ``ScrmModelAdmin`` and set ``export_columns``. The changelist gets
+    two actions (selected rows, or every matching row with "select all") and two buttons (every
+    matching row) for xlsx and csv. The job stores the filters as the query string the list had; the
+    worker rebuilds the same queryset through this ModelAdmin's own ``ChangeList`` for the requesting
+    user, so the file holds exactly the rows the list showed, filtered by the same code, and nothing
+    the user may no longer see (``run_export`` scopes it again).
+
+    Each ModelAdmin with columns registers itself as the export source named after its model
+    (``members.member``), so the worker finds it by the job's ``resource``.
+    """
+
+    export_columns: Sequence[Column] = ()
+    # What a user needs besides the model's view permission, e.g. "members.export" for personal data.
+    export_permission: str = ""
+    change_list_template = "admin/exports/change_list.html"
+
+    model: type[models.Model]
+    opts: Any
+    admin_site: admin.AdminSite
+
+    def __init__(self, model: type[models.Model], admin_site: admin.AdminSite) -> None:
+        super().__init__(model, admin_site)  # type: ignore[call-arg]
+        if self.export_columns:
+            register_source(self.export_source())
+
+    def export_source(self) -> ExportSource:
+        opts = self.model._meta
+        permissions = [f"{opts.app_label}.view_{opts.model_name}"]
+        if self.export_permission:
+            permissions.append(self.export_permission)
+        return ExportSource(
+            name=opts.label_lower,
+            model=self.model,
+            columns=tuple(self.export_columns),
+            permissions=tuple(permissions),
+            build_queryset=self.export_queryset,
+        )
+
+    def has_background_export_permission(self, request: HttpRequest) -> bool:
+        return bool(self.export_columns) and self.export_source().may_export(request.user)
+
+    def export_queryset(self, user: Any, params: Mapping[str, Any]) -> QuerySet[Any]:
+        """The changelist's rows for ``user`` under the stored filters (the worker calls this)."""
+        request = HttpRequest()
+        request.method = "GET"
+        request.GET = QueryDict(urlencode(params.get("filters") or {}, doseq=True))
+        request.user = user
+        # ChangeList.__init__ runs its get_queryset(request) (filters, search, ordering) exactly once.
+        queryset = self.get_changelist_instance(request).queryset  # type: ignore[attr-defined]
+        selected = params.get("pks")
+        return queryset if selected is None else queryset.filter(pk__in=selected)
+
+    # Starting an export -----------------------------------------------------------------------------
+
+    def start_background_export(
+        self, request: HttpRequest, file_format: str, *, selected: list[str] | None = None
+    ) -> None:
+        params: dict[str, Any] = {"filters": changelist_filters(request.GET), "pks": selected}
+        job = request_export(
+            self.export_source(), params=params, file_format=file_format, actor=Actor.from_request(request)
+        )
+        link = format_html('<a href="{}">{}</a>', reverse("exports:list"), gettext("My exports"))
+        text = gettext("Export #%(number)s is being prepared. Download it from %(link)s when it is ready.")
+        self.message_user(  # type: ignore[attr-defined]
+            request, mark_safe(conditional_escape(text) % {"number": job.pk, "link": link}), messages.SUCCESS
+        )
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)  # type: ignore[misc]
+        if IS_POPUP_VAR not in request.GET and self.has_background_export_permission(request):
+            for file_format, description in EXPORT_FORMATS.items():
+                name = f"export_{file_format}_in_background"
+                actions[name] = (_export_action(file_format), name, description)
+        return actions
+
+    # The buttons above the list ---------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        view = self.admin_site.admin_view(require_POST(self.background_export_view))
+        name = f"{opts.app_label}_{opts.model_name}_export_background"
+        return [path("export-background/", view, name=name), *super().get_urls()]  # type: ignore[misc]
+
+    def background_export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every row the list matches (its query string came along), as xlsx or csv."""
+        if not self.has_background_export_permission(request):
+            raise PermissionDenied
+        file_format = request.POST.get("format", "")
+        if file_format not in EXPORT_FORMATS:
+            return HttpResponseBadRequest()
+        opts = self.model._meta
+        back = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        filters = changelist_filters(request.GET)
+        try:
+            self.get_changelist_instance(request)  # type: ignore[attr-defined]  # refuses unknown filters
+        except IncorrectLookupParameters:
+            self.message_user(request, gettext("These filters cannot be exported."), messages.ERROR)  # type: ignore[attr-defined]
+            return HttpResponseRedirect(back)
+        self.start_background_export(request, file_format)
+        return HttpResponseRedirect(f"{back}?{urlencode(filters, doseq=True)}" if filters else back)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if self.has_background_export_permission(request):
+            opts = self.model._meta
+            extra_context = {
+                **(extra_context or {}),
+                "background_export_url": reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_export_background"
+                ),
+                "exports_url": reverse("exports:list"),
+            }
+        return super().changelist_view(request, extra_context)  # type: ignore[misc]
+
+
+def _export_action(file_format: str) -> Callable[..., None]:
+    def export_in_background(
+        modeladmin: BackgroundExportMixin, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> None:
+        if request.POST.get("select_across") == "1":
+            selected = None  # every row matching the filters: the worker rebuilds them
+        else:
+            if len(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)) > MAX_SELECTED_ROWS:
+                modeladmin.message_user(  # type: ignore[attr-defined]
+                    request, gettext("Too many rows selected; use the filters instead."), messages.ERROR
+                )
+                return
+            # The ticked rows the user can see under these filters (one query over a page of ids);
+            # the worker narrows to them again.
+            selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        modeladmin.start_background_export(request, file_format, selected=selected)
+
+    export_in_background.__name__ = f"export_{file_format}_in_background"
+    return export_in_background

@@ -21,3 +21,4 @@ class ScrmConfig(AppConfig):
 
         # After every migrate (also of the test database), so permissions exist before groups get them.
         post_migrate.connect(sync_role_groups, sender=self, dispatch_uid="scrm.sync_role_groups")
+        from . import export_tasks  # noqa: F401  -- registers the export task (autodiscovery finds tasks.py only)

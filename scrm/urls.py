@@ -11,5 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("m/", include("guides.urls")),
+    path("admin/exports/", include("scrm.export_views")),
+    path("admin/imports/", include("scrm.import_views")),
     path("admin/", admin.site.urls),
 ]

@@ -21,6 +21,17 @@ def require_browser() -> str:
     return CHROMIUM
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fresh_cache_namespace():
+    """Rate-limit and lockout counters live in Redis keyed by user id; ids restart with each test
+    database, so every test session counts in a namespace of its own."""
+    import uuid
+
+    from django.conf import settings
+
+    settings.CACHES["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture
 def hq_admin(db):
     return UserFactory(username="hq_admin_t", role=Role.HQ_ADMIN)

@@ -1,5 +1,6 @@
 """Settings shared by every profile; everything environment-specific is read here through one ``env``."""
 
+import datetime
 from pathlib import Path
 
 import environ
@@ -30,6 +31,7 @@ INSTALLED_APPS = [
     "members",
     "campaigns",
     "guides",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -41,9 +43,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "scrm.middleware.SessionPolicyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "scrm.middleware.AccessDeniedAuditMiddleware",
     "scrm.middleware.AdminOnlyForHqMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "scrm.urls"
@@ -79,6 +85,42 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Sign-in, lockout and sessions ------------------------------------------------------------------
+# django-axes checks every sign-in (the /login/ page and the admin's) before the password is tried:
+# after SCRM_LOGIN_FAILURE_LIMIT failures for one username from one address, that pair is locked out
+# for SCRM_LOGIN_LOCKOUT_MINUTES. Counting per pair keeps an attacker from locking a colleague out
+# from elsewhere; the failures are rows in the database, so they survive a restart of Redis.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("SCRM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("SCRM_LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_RESET_ON_SUCCESS = True
+# The lockout lasts its stated time from the moment it starts; tries during it do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Successful sign-ins are on the audit trail already (scrm/signals.py); no second log of them.
+AXES_DISABLE_ACCESS_LOG = True
+# axes' own admin pages are English-only and would delete lockouts outside the audit trail. A lockout
+# lifts itself after the pause; `manage.py axes_reset_username` lifts one earlier.
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False  # no start-up banner in every command's output
+# Without django-ipware installed, axes keys on REMOTE_ADDR, the address the audit trail records too;
+# keep it that way: X-Forwarded-For is the client's to forge unless a trusted proxy rewrites it.
+
+# Sessions end a fixed time after sign-in (scrm.security.start_session): a shift for store staff, whose
+# phones are often shared, a working day for HQ. Store staff sessions also end when the browser closes.
+SCRM_STAFF_SESSION_HOURS = env.int("SCRM_STAFF_SESSION_HOURS", default=8)
+SCRM_HQ_SESSION_HOURS = env.int("SCRM_HQ_SESSION_HOURS", default=12)
+SESSION_COOKIE_AGE = max(SCRM_STAFF_SESSION_HOURS, SCRM_HQ_SESSION_HOURS) * 60 * 60
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # no page script reads the token: forms carry it, the cookie stays hidden
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -142,6 +184,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # django-axes logs every successful sign-in at INFO; failures and lockouts are warnings.
+    "loggers": {"axes": {"level": env("AXES_LOG_LEVEL", default="WARNING")}},
 }
 
 # Business thresholds. Lifecycle: no purchase for DORMANT days makes a buyer dormant, LOST days lost.
@@ -149,3 +193,12 @@ SCRM_DORMANT_AFTER_DAYS = env.int("SCRM_DORMANT_AFTER_DAYS", default=90)
 SCRM_LOST_AFTER_DAYS = env.int("SCRM_LOST_AFTER_DAYS", default=180)
 # Admin lists on tables past this many rows show an estimated total instead of an exact count(*).
 SCRM_EXACT_COUNT_LIMIT = env.int("SCRM_EXACT_COUNT_LIMIT", default=10_000)
+# Retention: members with no activity (joining, last purchase) for this many days are anonymised nightly.
+SCRM_RETENTION_INACTIVE_DAYS = env.int("SCRM_RETENTION_INACTIVE_DAYS", default=3 * 365)
+# Imports: refused above these limits before any cell is parsed.
+SCRM_IMPORT_MAX_BYTES = env.int("SCRM_IMPORT_MAX_BYTES", default=100 * 1024 * 1024)
+SCRM_IMPORT_MAX_ROWS = env.int("SCRM_IMPORT_MAX_ROWS", default=1_000_000)
+SCRM_IMPORT_MAX_UNPACKED_BYTES = env.int("SCRM_IMPORT_MAX_UNPACKED_BYTES", default=30 * SCRM_IMPORT_MAX_BYTES)
+SCRM_IMPORT_MAX_RATIO = env.int(
+    "SCRM_IMPORT_MAX_RATIO", default=200
+)  # unpacked / packed size of one zip member

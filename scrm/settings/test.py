@@ -11,3 +11,11 @@ STORAGES = {
 }
 CELERY_BROKER_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 WHITENOISE_AUTOREFRESH = True  # serve from the finders; tests never run collectstatic
+
+# django-axes refuses an authenticate() call without a request, and the test client's login() makes
+# exactly that call. The first backend is axes' own with a stand-in request for that one case, so the
+# lockout stays on in tests (a locked-out user cannot client.login either).
+AUTHENTICATION_BACKENDS = [
+    "tests.scrm.client_login.ClientLoginAxesBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]

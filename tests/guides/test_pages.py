@@ -57,12 +57,18 @@ def test_hq_users_are_sent_to_the_admin(client, world, user_key):
     assert response.url == reverse("admin:index")
 
 
-@pytest.mark.parametrize("user_key", ["no_role", "left_guide"])
-def test_accounts_without_a_staff_role_are_refused(client, world, user_key):
-    client.force_login(world.users[user_key])
+def test_accounts_without_a_staff_role_are_refused(client, world):
+    client.force_login(world.users["no_role"])
     assert client.get(reverse("guides:members")).status_code == 403
     assert client.get(reverse("guides:member", args=[world.members["Al1"].pk])).status_code == 403
     assert client.post(reverse("guides:export")).status_code == 403
+
+
+def test_a_guide_who_left_is_signed_out(client, world):
+    client.force_login(world.users["left_guide"])
+    response = client.get(reverse("guides:members"))
+    assert response.url == f"{reverse('login')}?next={reverse('guides:members')}"
+    assert AuditEvent.objects.get(action="auth.session_ended").changes == {"reason": "staff_left"}
 
 
 # List --------------------------------------------------------------------------------------------

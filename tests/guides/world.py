@@ -171,7 +171,7 @@ def build_world() -> World:
                 channel=ContactChannel.SMS,
                 action=ConsentRecord.Action.GRANT,
                 source=ConsentRecord.Source.STORE_POS,
-                policy_version="2025-01",
+                policy_version="2024-01",
                 at=now,
             ),
             store_key,

@@ -601,7 +601,7 @@ def test_consent_recorded_in_the_admin_goes_through_record_consent(client, hq_ad
         "purpose": "marketing",
         "action": "grant",
         "method": "paper",
-        "policy_version": "2024-06",
+        "policy_version": "2024-01",
         "evidence": "",
         "store": "",
         "at_0": "",

@@ -152,7 +152,7 @@ def test_a_service_notice_consent_does_not_open_marketing(system_actor):
         purpose="service",
         action="grant",
         source="api",
-        policy_version="v1",
+        policy_version="2024-01",
         actor=system_actor,
     )
     member.refresh_from_db()

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.translation import pgettext
 
 from members.models import ConsentRecord, Member, OrderLine
+from members.privacy import open_data_request
 from members.services import add_points, assign_guide, create_member, record_consent, tag_member
 from scrm.admin_base import EstimatedCountPaginator
 from scrm.audit import Actor, record
@@ -211,6 +212,7 @@ def one_of_everything(db, hq_admin):
     )
     OrderLineFactory(order__member=member)
     member.identities.create(platform="wechat_unionid", external_id="u-1")
+    open_data_request(member, kind="access", channel="hq_admin", details="", actor=actor)
     assert OrderLine.objects.exists()
 
 

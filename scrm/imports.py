@@ -1,0 +1,997 @@
+"""The import pipeline shared by every importer: upload → dry run → confirm → upsert, as a job with state.
+
+One path for the admin pages (through Celery), ``manage.py import_file`` and the benchmark:
+``run_import`` reads the file safely (``scrm.excel``), validates every row in Python in batches,
+streams the valid rows with PostgreSQL ``COPY`` into a temporary staging table and lets the importer
+upsert them set-based (``INSERT … SELECT … ON CONFLICT … WHERE … IS DISTINCT FROM …``), all in one
+transaction with one audit event. django-import-export's row-by-row path is about 100× slower
+(bench/import_members.py and ANCHORS section C), so it is not used for writing.
+
+Counts are ``new``, ``updated``, ``unchanged`` and ``invalid``: a dry run computes them with the
+same SQL as the real import, so the preview and the result agree. Invalid rows (and every occurrence
+of a key that appears twice in the file) come back as a workbook with an error column.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar
+
+from django.core.cache import cache
+from django.core.files.base import ContentFile, File
+from django.db import connection, transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from . import audit, excel
+from .audit import Actor
+from .excel import FileRefused
+from .models import ImportJob
+
+# Invalid rows listed on the preview page; the error workbook holds all of them (up to the cap).
+PREVIEW_ERRORS = 200
+MAX_ERROR_ROWS = 100_000
+PROGRESS_TIMEOUT = 24 * 60 * 60
+EXCEL_EPOCH = datetime.date(1899, 12, 30)
+
+
+class ImportNotAllowed(Exception):
+    """The user lacks the permissions this importer needs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotConfirmable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell cleaners: pure functions from a raw cell (str, int, float, bool, date, datetime) to a value,
+# raising CellError with a translated reason. ``None`` means "empty".
+
+
+class CellError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, str) and not value.strip())
+
+
+def clean_text(value: Any, *, max_length: int) -> str | None:
+    if is_empty(value):
+        return None
+    text = _text(value).strip()
+    if len(text) > max_length:
+        raise CellError(_("Longer than %(max)d characters.") % {"max": max_length})
+    return text
+
+
+def clean_code(value: Any, *, max_length: int = 32) -> str | None:
+    """Codes (store codes, employee numbers): full-width folded, trimmed, upper-cased."""
+    if is_empty(value):
+        return None
+    text = unicodedata.normalize("NFKC", _text(value)).strip().upper()
+    if len(text) > max_length:
+        raise CellError(_("Longer than %(max)d characters.") % {"max": max_length})
+    return text
+
+
+_DATE_TEXT = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+_DATE_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_CLOCK_AT_END = re.compile(r"[ T]+(\d{1,2})[:：](\d{1,2})(?:[:：](\d{1,2}))?$")
+
+
+def _serial_to_datetime(serial: float) -> datetime.datetime:
+    if not 1 <= serial < 2958466:  # 1900-01-01 … 9999-12-31
+        raise ValueError(serial)
+    return datetime.datetime.combine(EXCEL_EPOCH, datetime.time()) + datetime.timedelta(days=serial)
+
+
+def _date_from_text(text: str) -> datetime.date:
+    match = _DATE_TEXT.match(text) or _DATE_COMPACT.match(text)
+    if not match:
+        raise ValueError(text)
+    return datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def clean_date(value: Any) -> datetime.date | None:
+    """A date cell, an Excel serial, or text: 1990/1/2, 1990-01-02, 1990.1.2, 1990年1月2日, 19900102."""
+    if is_empty(value):
+        return None
+    try:
+        if isinstance(value, datetime.datetime):
+            day = value.date()
+        elif isinstance(value, datetime.date):
+            day = value
+        elif isinstance(value, bool):
+            raise ValueError(value)
+        elif isinstance(value, int | float):
+            day = _serial_to_datetime(value).date()
+        else:
+            text = unicodedata.normalize("NFKC", str(value)).strip()
+            day = _date_from_text(_CLOCK_AT_END.sub("", text))
+    except (ValueError, OverflowError):
+        raise CellError(
+            _("“%(value)s” is not a date; write it as 1990-01-02.") % {"value": _text(value)}
+        ) from None
+    if day.year < 1900:
+        raise CellError(_("“%(value)s” is not a date; write it as 1990-01-02.") % {"value": _text(value)})
+    return day
+
+
+def clean_datetime(value: Any) -> datetime.datetime | None:
+    """Like ``clean_date``, with an optional time (``1990-01-02 14:30``); read in the brand's time zone."""
+    if is_empty(value):
+        return None
+    try:
+        if isinstance(value, datetime.datetime):
+            moment = value
+        elif isinstance(value, datetime.date):
+            moment = datetime.datetime.combine(value, datetime.time())
+        elif isinstance(value, bool):
+            raise ValueError(value)
+        elif isinstance(value, int | float):
+            moment = _serial_to_datetime(value).replace(microsecond=0)
+        else:
+            text = unicodedata.normalize("NFKC", str(value)).strip()
+            clock = datetime.time()
+            timed = _CLOCK_AT_END.search(text)
+            if timed:
+                text = text[: timed.start()]
+                clock = datetime.time(int(timed.group(1)), int(timed.group(2)), int(timed.group(3) or 0))
+            day = _date_from_text(text)
+            moment = datetime.datetime.combine(day, clock)
+    except (ValueError, OverflowError):
+        raise CellError(
+            _("“%(value)s” is not a date and time; write it as 2024-01-02 14:30.") % {"value": _text(value)}
+        ) from None
+    if moment.year < 1900:
+        raise CellError(
+            _("“%(value)s” is not a date and time; write it as 2024-01-02 14:30.") % {"value": _text(value)}
+        )
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+YES_NO = {
+    "是": True,
+    "否": False,
+    "y": True,
+    "n": False,
+    "yes": True,
+    "no": False,
+    "true": True,
+    "false": False,
+    "1": True,
+    "0": False,
+    "同意": True,
+    "不同意": False,
+    "已授权": True,
+    "未授权": False,
+    "授权": True,
+    "拒绝": False,
+    "√": True,
+    "✓": True,
+    "×": False,
+    "✗": False,
+}
+
+
+def clean_yes_no(value: Any) -> bool | None:
+    if is_empty(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    key = unicodedata.normalize("NFKC", _text(value)).strip().lower()
+    try:
+        return YES_NO[key]
+    except KeyError:
+        raise CellError(
+            _("“%(value)s” is not yes or no; write 是 or 否.") % {"value": _text(value)}
+        ) from None
+
+
+def clean_choice(value: Any, choices: dict[str, str], *, expected: str) -> str | None:
+    """Map a label or code (any case, full-width folded) through ``choices``; ``expected`` lists them."""
+    if is_empty(value):
+        return None
+    key = unicodedata.normalize("NFKC", _text(value)).strip().lower()
+    try:
+        return choices[key]
+    except KeyError:
+        raise CellError(
+            _("“%(value)s” is not one of: %(expected)s.") % {"value": _text(value), "expected": expected}
+        ) from None
+
+
+def clean_int(value: Any) -> int | None:
+    if is_empty(value):
+        return None
+    if isinstance(value, bool):
+        raise CellError(_("“%(value)s” is not a whole number.") % {"value": value})
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    text = unicodedata.normalize("NFKC", _text(value)).strip().replace(",", "")
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    raise CellError(_("“%(value)s” is not a whole number.") % {"value": _text(value)})
+
+
+def clean_decimal(value: Any, *, places: int = 2) -> Decimal | None:
+    if is_empty(value):
+        return None
+    if isinstance(value, bool):
+        raise CellError(_("“%(value)s” is not an amount.") % {"value": value})
+    text = unicodedata.normalize("NFKC", _text(value) if not isinstance(value, float) else repr(value))
+    text = text.strip().replace(",", "").lstrip("¥￥")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise CellError(_("“%(value)s” is not an amount.") % {"value": _text(value)}) from None
+    if not amount.is_finite():
+        raise CellError(_("“%(value)s” is not an amount.") % {"value": _text(value)})
+    return amount.quantize(Decimal(1).scaleb(-places))
+
+
+_TAG_SEPARATORS = re.compile(r"[,，、;；]")
+
+
+def split_tags(value: Any, *, max_length: int = 64) -> list[str]:
+    """``护肤，彩妆、香水;高客单`` → four tags; empty parts dropped, repeats removed, order kept."""
+    if is_empty(value):
+        return []
+    tags = []
+    for part in _TAG_SEPARATORS.split(_text(value)):
+        tag = part.strip()
+        if not tag or tag in tags:
+            continue
+        if len(tag) > max_length:
+            raise CellError(
+                _("The tag “%(tag)s” is longer than %(max)d characters.") % {"tag": tag, "max": max_length}
+            )
+        tags.append(tag)
+    return tags
+
+
+# --------------------------------------------------------------------------------------------------
+# Importers
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column an importer reads: its header (translated), accepted aliases, and template hints."""
+
+    key: str
+    header: Any  # lazy translated msgid; the template shows it in the active language
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+    example: Any = ""
+    choices: Callable[[], list[str]] | None = None  # drop-down values for the template
+    width: int = 14
+
+    def names(self) -> set[str]:
+        names = {self.key, *self.aliases}
+        for language in ("en", "zh-hans"):
+            with translation.override(language):
+                names.add(str(self.header))
+        return {normalise_header(name) for name in names}
+
+
+def normalise_header(text: Any) -> str:
+    """``' 手机号 * '``, ``'Mobile (required)'`` and ``'mobile'`` compare equal to their plain form."""
+    text = unicodedata.normalize("NFKC", _text(text)).strip().lower()
+    text = re.sub(r"[（(][^）)]*[）)]", "", text)
+    return re.sub(r"[\s*_\-:：]+", "", text)
+
+
+@dataclass
+class RowProblem:
+    row: int
+    column: str  # the header as written in the file ("" for the row as a whole)
+    reason: str
+
+    def text(self) -> str:
+        if self.column:
+            return _("Row %(row)d, column %(column)s: %(reason)s") % {
+                "row": self.row,
+                "column": self.column,
+                "reason": self.reason,
+            }
+        return _("Row %(row)d: %(reason)s") % {"row": self.row, "reason": self.reason}
+
+
+class RowInvalid(Exception):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(problems)
+        self.problems = problems  # (column key, reason)
+
+
+@dataclass
+class ImportContext:
+    actor: Actor
+    now: datetime.datetime
+    sha256: str
+    file_name: str
+    dry_run: bool
+
+    @property
+    def user_id(self) -> int | None:
+        user = self.actor.user
+        return user.pk if user is not None and getattr(user, "pk", None) else None
+
+
+class Importer:
+    """Base class: subclasses declare columns and staging, clean rows in Python and upsert in SQL.
+
+    ``clean_row`` returns the staged tuple (``row_no`` first, in ``staging`` order) or raises
+    ``RowInvalid``. ``write`` runs the set-based upsert from the ``import_staging`` table and returns
+    the counts. ``key_index`` is the position of the natural key in the staged tuple (duplicates in
+    a file are refused).
+    """
+
+    do_not_call_in_templates = True  # templates list importer classes; never instantiate them
+    name: ClassVar[str]
+    verbose_name: ClassVar[Any]
+    model: ClassVar[type]
+    columns: ClassVar[tuple[Column, ...]]
+    staging: ClassVar[tuple[tuple[str, str], ...]]  # (column, SQL type), after row_no
+    key_index: ClassVar[int] = 1
+    key_column: ClassVar[str] = ""  # the column key of the natural key, for error messages
+    key_label: ClassVar[Any] = ""
+    description: ClassVar[Any] = ""
+
+    def __init__(self, context: ImportContext) -> None:
+        self.context = context
+        self.index: dict[str, int] = {}
+
+    # -- rights --------------------------------------------------------------------------------
+    @classmethod
+    def required_permissions(cls) -> tuple[str, ...]:
+        opts = cls.model._meta
+        return (f"{opts.app_label}.add_{opts.model_name}", f"{opts.app_label}.change_{opts.model_name}")
+
+    @classmethod
+    def allowed(cls, user: Any) -> bool:
+        return bool(user is not None and user.is_active and user.has_perms(cls.required_permissions()))
+
+    # -- headers -------------------------------------------------------------------------------
+    def bind(self, headers: Sequence[Any]) -> None:
+        """Map the file's header row onto the columns; refuse the file if a required one is missing."""
+        by_name = {name: column for column in self.columns for name in column.names()}
+        index: dict[str, int] = {}
+        for position, header in enumerate(headers):
+            column = by_name.get(normalise_header(header)) if not is_empty(header) else None
+            if column is None:
+                continue
+            if column.key in index:
+                raise FileRefused(
+                    _("The column “%(column)s” appears twice in the header row.") % {"column": _text(header)},
+                    code="wrong_headers",
+                )
+            index[column.key] = position
+        missing = [str(c.header) for c in self.columns if c.required and c.key not in index]
+        if missing:
+            raise FileRefused(
+                _(
+                    "The header row lacks the required column(s) %(missing)s. Expected headers: "
+                    "%(expected)s. Download the template to see them."
+                )
+                % {
+                    "missing": "、".join(missing),
+                    "expected": "、".join(str(c.header) for c in self.columns),
+                },
+                code="wrong_headers",
+            )
+        self.index = index
+
+    def header_of(self, key: str, headers: Sequence[Any]) -> str:
+        position = self.index.get(key)
+        if position is None:
+            column = next((c for c in self.columns if c.key == key), None)
+            return str(column.header) if column else key
+        return _text(headers[position])
+
+    # -- work ----------------------------------------------------------------------------------
+    def prepare(self, cursor: Any) -> None:
+        """Load lookups (stores, guides, …) before the COPY starts (no queries during a COPY)."""
+
+    def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def late_problems(self, cursor: Any) -> list[tuple[int, str, str]]:
+        """Rows found invalid against the database after staging: ``(row_no, column key, reason)``."""
+        return []
+
+    def display(self, staged: dict[str, Any]) -> dict[str, Any]:
+        """Cell values for the error workbook of a row known only from staging (``key → value``)."""
+        return {key: value for key, value in staged.items() if key in self.index}
+
+    def classify(self, cursor: Any) -> dict[str, int]:
+        """``{"new", "updated", "unchanged"}`` of the staged rows, without writing."""
+        raise NotImplementedError
+
+    def write(self, cursor: Any) -> dict[str, int]:
+        """Upsert the staged rows; return the same counts as ``classify`` would have."""
+        raise NotImplementedError
+
+    # -- template ------------------------------------------------------------------------------
+    def template_columns(self) -> tuple[Column, ...]:
+        return self.columns
+
+
+REGISTRY: dict[str, type[Importer]] = {}
+
+
+def register(importer: type[Importer]) -> type[Importer]:
+    REGISTRY[importer.name] = importer
+    return importer
+
+
+def _load_importers() -> None:
+    # Importers live in the apps (members.importers …); importing the modules registers them.
+    from django.apps import apps
+
+    for app_config in apps.get_app_configs():
+        module = f"{app_config.name}.importers"
+        try:
+            __import__(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def importers() -> dict[str, type[Importer]]:
+    if not REGISTRY:
+        _load_importers()
+    return REGISTRY
+
+
+def get_importer(name: str) -> type[Importer]:
+    try:
+        return importers()[name]
+    except KeyError:
+        raise FileRefused(_("Unknown kind of data: “%(name)s”.") % {"name": name}, code="unknown") from None
+
+
+def importers_for(user: Any) -> list[type[Importer]]:
+    return [importer for importer in importers().values() if importer.allowed(user)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class ImportResult:
+    resource: str
+    dry_run: bool
+    sha256: str
+    counts: dict[str, int]
+    problems: list[RowProblem] = field(default_factory=list)  # the first PREVIEW_ERRORS
+    error_workbook: bytes | None = None
+
+    @property
+    def imported_anything(self) -> bool:
+        return self.counts.get("new", 0) + self.counts.get("updated", 0) + self.counts.get("unchanged", 0) > 0
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_rights(importer: type[Importer], actor: Actor) -> None:
+    if actor.user is None:  # the system (command line without --user, the benchmark)
+        return
+    if not importer.allowed(actor.user):
+        raise ImportNotAllowed(
+            _("You may not import %(what)s: it needs permission to add and change them.")
+            % {"what": importer.verbose_name}
+        )
+
+
+class _Problems:
+    """Invalid rows: raw cells kept (up to MAX_ERROR_ROWS) for the error workbook."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[list[Any], list[tuple[str, str]]]] = {}
+        self.count = 0
+
+    def add(self, row_no: int, cells: list[Any], problems: list[tuple[str, str]]) -> None:
+        if row_no in self.rows:
+            self.rows[row_no][1].extend(problems)
+            return
+        self.count += 1
+        if len(self.rows) < MAX_ERROR_ROWS:
+            self.rows[row_no] = (cells, list(problems))
+
+
+def run_import(
+    resource: str,
+    path: str | Path,
+    *,
+    actor: Actor,
+    dry_run: bool,
+    file_name: str | None = None,
+    expected_sha256: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    job: ImportJob | None = None,
+) -> ImportResult:
+    """Validate ``path`` and (unless ``dry_run``) upsert it, all or nothing, audited.
+
+    Raises ``FileRefused`` (the file as a whole: unsafe, wrong headers, changed since the preview) or
+    ``ImportNotAllowed``; nothing is written then. Row-level problems never raise: they are counted
+    as ``invalid`` and returned (and written to the error workbook).
+    """
+    importer_class = get_importer(resource)
+    check_rights(importer_class, actor)
+    path = Path(path)
+    file_name = file_name or path.name
+    sha256 = file_sha256(path)
+    if expected_sha256 and sha256 != expected_sha256:
+        raise FileRefused(
+            _("The file changed after it was checked; upload it again to check it before importing."),
+            code="changed",
+        )
+    sheet = excel.open_sheet(path, name=file_name)
+    context = ImportContext(
+        actor=actor, now=timezone.now(), sha256=sha256, file_name=file_name, dry_run=dry_run
+    )
+    importer = importer_class(context)
+    total = max((sheet.rows_estimate or 1) - 1, 0) or None
+    problems = _Problems()
+    headers: list[Any] = []
+    with audit.app_audited():
+        raw = connection.connection  # the psycopg connection, inside Django's transaction
+        with raw.cursor() as cursor:
+            importer.prepare(cursor)
+            columns = ", ".join(["row_no", *(name for name, _type in importer.staging)])
+            types = ", ".join(["row_no integer", *(f"{name} {kind}" for name, kind in importer.staging)])
+            # Dropped at commit; dropped explicitly too when the run is nested in a longer transaction.
+            cursor.execute("DROP TABLE IF EXISTS import_staging, import_target")
+            cursor.execute(f"CREATE TEMP TABLE import_staging ({types}) ON COMMIT DROP")
+            seen: dict[Any, int] = {}
+            duplicates: dict[int, list[int]] = {}  # first row of a repeated key → the later rows
+            key_index = importer.key_index
+            done = 0
+            batches = excel.iter_row_batches(sheet)
+            with cursor.copy(f"COPY import_staging ({columns}) FROM STDIN") as copy:
+                write_row = copy.write_row
+                clean_row = importer.clean_row
+                for first_row, rows in batches:
+                    start = 0
+                    if not headers:
+                        # The first row with any content is the header row.
+                        while start < len(rows) and all(is_empty(v) for v in rows[start]):
+                            start += 1
+                        if start == len(rows):
+                            continue
+                        headers = list(rows[start])
+                        importer.bind(headers)
+                        start += 1
+                    for offset in range(start, len(rows)):
+                        cells = rows[offset]
+                        row_no = first_row + offset
+                        try:
+                            staged = clean_row(cells, row_no)
+                        except RowInvalid as invalid:
+                            if any(not is_empty(v) for v in cells):
+                                problems.add(row_no, cells, invalid.problems)
+                            continue
+                        if staged is None:  # an empty row
+                            continue
+                        key = staged[key_index]
+                        first = seen.setdefault(key, row_no)
+                        if first != row_no:
+                            duplicates.setdefault(first, []).append(row_no)
+                            problems.add(
+                                row_no,
+                                cells,
+                                [
+                                    (
+                                        importer.key_column,
+                                        _("%(key)s also appears in row %(row)d; each may appear once.")
+                                        % {"key": importer.key_label, "row": first},
+                                    )
+                                ],
+                            )
+                            continue
+                        write_row(staged)
+                    done += len(rows)
+                    if progress is not None:
+                        progress(done, total)
+            del seen
+            if not headers:
+                raise FileRefused(_("The file has no header row and no data."), code="empty")
+
+            late: list[tuple[int, str, str]] = [
+                (
+                    first,
+                    importer.key_column,
+                    _("%(key)s appears again in row(s) %(rows)s; each may appear once.")
+                    % {"key": importer.key_label, "rows": ", ".join(str(r) for r in later[:10])},
+                )
+                for first, later in duplicates.items()
+            ]
+            late.extend(importer.late_problems(cursor))
+            if late:
+                _move_late_problems(cursor, importer, late, problems)
+
+            counts = importer.classify(cursor) if dry_run else importer.write(cursor)
+            counts["invalid"] = problems.count
+            counts["total"] = counts["new"] + counts["updated"] + counts["unchanged"] + problems.count
+            changes = {
+                "resource": resource,
+                "file": file_name,
+                "sha256": sha256,
+                "counts": counts,
+                "user": actor.label,
+            }
+            cursor.execute("DROP TABLE IF EXISTS import_staging, import_target")
+            if job is not None:
+                audit.record(
+                    actor,
+                    "import.completed" if not dry_run else "import.validated",
+                    target=job,
+                    changes=changes,
+                )
+            else:
+                audit.record(
+                    actor,
+                    "import.completed" if not dry_run else "import.validated",
+                    target_type="scrm.importjob",
+                    target_id=sha256[:16],
+                    changes=changes,
+                )
+    preview = [
+        RowProblem(row_no, importer.header_of(key, headers), reason)
+        for row_no in sorted(problems.rows)[:PREVIEW_ERRORS]
+        for key, reason in problems.rows[row_no][1]
+    ]
+    workbook = error_workbook(headers, problems, importer) if problems.count else None
+    return ImportResult(
+        resource=resource,
+        dry_run=dry_run,
+        sha256=sha256,
+        counts=counts,
+        problems=preview,
+        error_workbook=workbook,
+    )
+
+
+def _move_late_problems(
+    cursor: Any, importer: Importer, late: list[tuple[int, str, str]], problems: _Problems
+) -> None:
+    """Take rows found invalid after staging out of the staging table, into the problems."""
+    row_numbers = sorted({row for row, _key, _reason in late})
+    names = [name for name, _type in importer.staging]
+    cursor.execute(
+        f"DELETE FROM import_staging WHERE row_no = ANY(%s) RETURNING row_no, {', '.join(names)}",
+        [row_numbers],
+    )
+    staged = {row[0]: dict(zip(names, row[1:], strict=True)) for row in cursor.fetchall()}
+    width = max(importer.index.values(), default=-1) + 1
+    for row_no, key, reason in late:
+        values = importer.display(staged.get(row_no, {}))
+        cells: list[Any] = [""] * width
+        for column_key, value in values.items():
+            position = importer.index.get(column_key)
+            if position is not None:
+                cells[position] = value
+        problems.add(row_no, cells, [(key, reason)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Workbooks out: invalid rows, templates
+
+
+def _write_cell(sheet: Any, row: int, column: int, value: Any, formats: dict[str, Any]) -> None:
+    # Text is always written as text: a cell can never become a formula.
+    if value is None or value == "":
+        return
+    if isinstance(value, bool):
+        sheet.write_boolean(row, column, value)
+    elif isinstance(value, datetime.datetime):
+        if timezone.is_aware(value):
+            value = timezone.localtime(value).replace(tzinfo=None)
+        sheet.write_datetime(row, column, value, formats["datetime"])
+    elif isinstance(value, datetime.date):
+        sheet.write_datetime(row, column, value, formats["date"])
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        sheet.write_number(row, column, value)
+    elif isinstance(value, list | tuple):
+        sheet.write_string(row, column, "，".join(str(v) for v in value))
+    else:
+        sheet.write_string(row, column, str(value))
+
+
+def error_workbook(headers: Sequence[Any], problems: _Problems, importer: Importer) -> bytes:
+    """The invalid rows with their original cells, plus an error column saying what to fix."""
+    import xlsxwriter
+
+    buffer = io.BytesIO()
+    workbook = xlsxwriter.Workbook(buffer, {"constant_memory": True, "in_memory": False})
+    sheet = workbook.add_worksheet(_("Invalid rows")[:31])
+    bold = workbook.add_format({"bold": True, "bg_color": "#F2F2F2"})
+    red = workbook.add_format({"font_color": "#C00000", "text_wrap": False})
+    formats = {
+        "date": workbook.add_format({"num_format": "yyyy-mm-dd"}),
+        "datetime": workbook.add_format({"num_format": "yyyy-mm-dd hh:mm"}),
+    }
+    width = len(headers)
+    for column, header in enumerate(headers):
+        sheet.write_string(0, column, _text(header) if not is_empty(header) else "", bold)
+        sheet.set_column(column, column, 14)
+    sheet.write_string(0, width, _("Errors"), bold)
+    sheet.set_column(width, width, 60)
+    for out_row, row_no in enumerate(sorted(problems.rows), start=1):
+        cells, row_problems = problems.rows[row_no]
+        for column in range(min(len(cells), width)):
+            _write_cell(sheet, out_row, column, cells[column], formats)
+        text = "; ".join(
+            RowProblem(row_no, importer.header_of(key, headers), reason).text()
+            for key, reason in row_problems
+        )
+        sheet.write_string(out_row, width, text, red)
+    sheet.freeze_panes(1, 0)
+    workbook.close()
+    return buffer.getvalue()
+
+
+def template_workbook(resource: str) -> bytes:
+    """A workbook to fill in: the header row (active language), an example row, drop-downs for codes."""
+    import xlsxwriter
+
+    importer_class = get_importer(resource)
+    buffer = io.BytesIO()
+    workbook = xlsxwriter.Workbook(buffer)
+    sheet = workbook.add_worksheet(str(importer_class.verbose_name)[:31])
+    bold = workbook.add_format({"bold": True, "bg_color": "#F2F2F2", "border": 1})
+    required = workbook.add_format({"bold": True, "bg_color": "#FCE4D6", "border": 1})
+    text = workbook.add_format({"num_format": "@"})
+    formats = {
+        "date": workbook.add_format({"num_format": "yyyy-mm-dd"}),
+        "datetime": workbook.add_format({"num_format": "yyyy-mm-dd hh:mm"}),
+    }
+    for position, column in enumerate(importer_class.columns):
+        header = str(column.header) + (" *" if column.required else "")
+        sheet.write_string(0, position, header, required if column.required else bold)
+        # Text columns stay text, so Excel keeps leading zeros and long numbers (mobiles) intact.
+        sheet.set_column(position, position, column.width, text if column.choices is None else None)
+        example = column.example() if callable(column.example) else column.example
+        _write_cell(sheet, 1, position, example, formats)
+        if column.choices is not None:
+            options = [str(option) for option in column.choices()]
+            sheet.data_validation(
+                1,
+                position,
+                10_000,
+                position,
+                {
+                    "validate": "list",
+                    "source": options,
+                    "error_title": str(column.header),
+                    "error_message": _("Choose a value from the list."),
+                },
+            )
+    sheet.freeze_panes(1, 0)
+    workbook.close()
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs: upload → validate (task) → confirm → import (task), with progress for the page
+
+
+def progress_key(job_id: int) -> str:
+    return f"imports:progress:{job_id}"
+
+
+def job_progress(job: ImportJob) -> dict[str, Any]:
+    """What the page polls: state, rows done and total (live from the cache while running)."""
+    live = (
+        cache.get(progress_key(job.pk)) if job.state in (job.State.VALIDATING, job.State.IMPORTING) else None
+    )
+    rows_done, rows_total = live or (job.rows_done, job.rows_total)
+    percent = min(100, round(100 * rows_done / rows_total)) if rows_total else 0
+    if job.state in (job.State.VALIDATED, job.State.DONE):
+        percent = 100
+    return {
+        "id": job.pk,
+        "state": job.state,
+        "state_label": str(job.get_state_display()),
+        "rows_done": rows_done,
+        "rows_total": rows_total,
+        "percent": percent,
+        "counts": {k: v for k, v in job.counts.items() if k != "errors"},
+        "error": job.error,
+        "finished": job.state in (job.State.VALIDATED, job.State.DONE, job.State.FAILED),
+    }
+
+
+def _progress_reporter(job_id: int) -> Callable[[int, int | None], None]:
+    def report(done: int, total: int | None) -> None:
+        cache.set(progress_key(job_id), (done, total), PROGRESS_TIMEOUT)
+
+    return report
+
+
+@audit.service
+def create_import_job(*, resource: str, upload: File, file_name: str, actor: Actor) -> ImportJob:
+    """Store an uploaded file as a job after the safety checks; the dry run is enqueued after commit.
+
+    Refused files (``FileRefused``) and users without the right (``ImportNotAllowed``) leave nothing.
+    """
+    from .tasks import validate_import_task
+
+    importer = get_importer(resource)
+    check_rights(importer, actor)
+    limits = excel.Limits.from_settings()
+    if upload.size is not None and upload.size > limits.max_bytes:
+        raise FileRefused(
+            _("The file is %(size)s; the limit is %(limit)s. Split it into smaller files.")
+            % {"size": excel._human_size(upload.size), "limit": excel._human_size(limits.max_bytes)},
+            code="too_big",
+        )
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    job = ImportJob(
+        resource=resource,
+        original_name=Path(file_name).name[:255],
+        sha256=digest.hexdigest(),
+        size=upload.size or 0,
+        created_by=actor.user if actor.user is not None and actor.user.pk else None,
+    )
+    suffix = Path(file_name).suffix.lower()
+    job.file.save(f"{job.sha256[:16]}{suffix}", upload, save=False)
+    try:
+        sheet = excel.open_sheet(job.file.path, name=file_name)
+    except FileRefused:
+        job.file.delete(save=False)
+        raise
+    job.rows_total = max((sheet.rows_estimate or 1) - 1, 0)
+    job.save(force_insert=True)
+    audit.record(
+        actor,
+        "import.uploaded",
+        target=job,
+        changes={"resource": resource, "file": job.original_name, "sha256": job.sha256, "size": job.size},
+    )
+    transaction.on_commit(lambda: validate_import_task.delay(job.pk))
+    return job
+
+
+def _mark(job_id: int, **values: Any) -> None:
+    # Job bookkeeping is not business data (no row triggers on it); the audit events above and below
+    # record what happened to the data.
+    ImportJob.objects.filter(pk=job_id).update(**values)
+
+
+def _finish(job: ImportJob, result: ImportResult, *, state: str) -> None:
+    counts: dict[str, Any] = dict(result.counts)
+    counts["errors"] = [[p.row, p.column, p.reason] for p in result.problems]
+    job.counts = counts
+    job.state = state
+    job.rows_done = job.rows_total or result.counts.get("total", 0)
+    job.finished_at = timezone.now()
+    if result.error_workbook:
+        stem = Path(job.original_name).stem[:80]
+        name = _("%(file)s-invalid-rows") % {"file": stem}
+        job.error_file.save(f"{name}.xlsx", ContentFile(result.error_workbook), save=False)
+    else:
+        job.error_file = ""
+    job.save(update_fields=["counts", "state", "rows_done", "finished_at", "error_file"])
+
+
+def _run_job(job_id: int, *, dry_run: bool) -> ImportJob | None:
+    job = ImportJob.objects.select_related("created_by").filter(pk=job_id).first()
+    if job is None:
+        return None
+    running, expected = (
+        (ImportJob.State.VALIDATING, ImportJob.State.UPLOADED)
+        if dry_run
+        else (ImportJob.State.IMPORTING, ImportJob.State.IMPORTING)
+    )
+    if job.state != expected:
+        return job  # already done (a redelivered message): nothing to do twice
+    _mark(job.pk, state=running, started_at=timezone.now(), rows_done=0, error="")
+    job.state = running
+    actor = Actor.for_user(job.created_by) if job.created_by else Actor.system("import")
+    try:
+        result = run_import(
+            job.resource,
+            job.file.path,
+            actor=actor,
+            dry_run=dry_run,
+            file_name=job.original_name,
+            expected_sha256=job.sha256,
+            progress=_progress_reporter(job.pk),
+            job=job,
+        )
+    except (FileRefused, ImportNotAllowed) as refused:
+        _mark(job.pk, state=ImportJob.State.FAILED, error=refused.message, finished_at=timezone.now())
+        with audit.app_audited():
+            audit.record(
+                actor,
+                "import.refused",
+                target=job,
+                changes={"resource": job.resource, "sha256": job.sha256, "error": refused.message},
+            )
+        job.refresh_from_db()
+        return job
+    finally:
+        cache.delete(progress_key(job.pk))
+    _finish(job, result, state=ImportJob.State.VALIDATED if dry_run else ImportJob.State.DONE)
+    return job
+
+
+def validate_import_job(job_id: int) -> ImportJob | None:
+    """The dry run of an uploaded job (run by the Celery task): counts, invalid rows, nothing written."""
+    return _run_job(job_id, dry_run=True)
+
+
+def import_job(job_id: int) -> ImportJob | None:
+    """The real import of a confirmed job (run by the Celery task)."""
+    return _run_job(job_id, dry_run=False)
+
+
+@audit.service
+def confirm_import_job(job: ImportJob, *, actor: Actor) -> ImportJob:
+    """Start importing a checked job; a second click (or another user's) loses the compare-and-set."""
+    from .tasks import import_task
+
+    check_rights(get_importer(job.resource), actor)
+    started = ImportJob.objects.filter(pk=job.pk, state=ImportJob.State.VALIDATED).update(
+        state=ImportJob.State.IMPORTING, rows_done=0
+    )
+    if not started:
+        raise JobNotConfirmable(_("This import is not waiting for confirmation."))
+    audit.record(
+        actor, "import.confirmed", target=job, changes={"resource": job.resource, "sha256": job.sha256}
+    )
+    transaction.on_commit(lambda: import_task.delay(job.pk))
+    job.refresh_from_db()
+    return job
+
+
+def fail_job(job_id: int, error: str) -> None:
+    """Called by the task base class when a run crashed: the page shows the failure."""
+    _mark(job_id, state=ImportJob.State.FAILED, error=error[:2000], finished_at=timezone.now())
+    cache.delete(progress_key(job_id))
+
+
+def settings_limits_text() -> str:
+    limits = excel.Limits.from_settings()
+    return _("xlsx or csv, up to %(size)s and %(rows)s rows.") % {
+        "size": excel._human_size(limits.max_bytes),
+        "rows": f"{limits.max_rows:,}",
+    }
