@@ -87,8 +87,10 @@ class Member(models.Model):
     name = models.CharField(_("full name"), max_length=64, blank=True)
     gender = models.CharField(_("gender"), max_length=1, choices=Gender.choices, default=Gender.UNKNOWN)
     birthday = models.DateField(_("birthday"), null=True, blank=True)
+    # No index of its own: member_store_stage_idx (home_store, lifecycle_stage) serves store lookups, and
+    # every extra index slows imports and the points trigger's row updates.
     home_store = models.ForeignKey(
-        Store, verbose_name=_("home store"), on_delete=models.PROTECT, related_name="members"
+        Store, verbose_name=_("home store"), on_delete=models.PROTECT, related_name="members", db_index=False
     )
     guide = models.ForeignKey(
         Guide,

@@ -18,7 +18,8 @@ from scrm.audit import Actor
 from scrm.exports import run_export
 from scrm.models import AuditEvent, ExportJob
 from scrm.roles import Role, sync_role_groups
-from tests.factories import GuideFactory, MemberFactory, OrderFactory, StoreFactory, TierFactory
+from tests.factories import GuideFactory, MemberFactory, OrderFactory, StoreFactory, TierFactory, UserFactory
+from tests.worker import celery_worker
 
 CHANGELIST = reverse("admin:members_member_changelist")
 # Headers of their own (not a model field's name); Chinese once the catalogue has them.
@@ -306,3 +307,52 @@ def test_consent_export_shows_evidence_only_with_the_full_permission(client, hq_
     assert full[1][1] == "13812345678"
     assert '"ip": "10.0.0.1"' in full[1][-1]
     assert (masked[1][1], masked[1][-1]) == ("138****5678", "****")
+
+
+# --------------------------------------------------------------------------------------------------
+# In a real browser, on a real worker
+
+
+@pytest.mark.browser
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_hq_exports_the_member_list_in_a_browser_and_downloads_the_xlsx(
+    live_server, monkeypatch, settings, tmp_path
+):
+    from tests.browser import browser_page, log_in, screenshot  # playwright only where it is used
+
+    # given an operator and members (rows exist before the browser opens), one named like a formula
+    monkeypatch.setenv("DJANGO_MEDIA_ROOT", str(settings.MEDIA_ROOT))  # the worker writes, we serve
+    operator = UserFactory(username="operator_b", role=Role.HQ_OPERATOR)
+    store = StoreFactory(code="SH001", name="上海静安嘉里中心店")
+    MemberFactory(mobile="+8613912340000", name="林晓", home_store=store)
+    MemberFactory(mobile="+8613912340001", name='=HYPERLINK("http://x")', home_store=store)
+
+    # when they press the export button on the member list, open "my exports" and download the file
+    with celery_worker(), browser_page() as page:
+        log_in(page, live_server.url, operator.username, "pw-for-tests")
+        page.goto(live_server.url + CHANGELIST)
+        screenshot(page, "export-1-member-list")
+        with page.expect_navigation():
+            page.locator("form.scrm-export button[value=xlsx]").click()
+        with page.expect_navigation():
+            page.locator(".messagelist a").click()
+        link = page.locator("a[href$='/download/']")
+        link.wait_for(timeout=60_000)  # the page reloads itself until the worker is done
+        screenshot(page, "export-2-my-exports")
+        with page.expect_download() as download:
+            link.click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+
+    # then the file holds both members, the formula as text, and the export is audited end to end
+    sheet = openpyxl.load_workbook(saved).active
+    rows = {row[0].value: row for row in sheet.iter_rows(min_row=2)}
+    assert set(rows) == {"13912340000", "13912340001"}
+    assert (rows["13912340001"][1].value, rows["13912340001"][1].data_type) == ('=HYPERLINK("http://x")', "s")
+    assert saved.suffix == ".xlsx"
+    assert list(
+        AuditEvent.objects.filter(action__startswith="export.")
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == ["export.requested", "export.completed", "export.downloaded"]
