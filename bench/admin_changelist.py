@@ -22,10 +22,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _db import database_exists, database_url, drop_database, recreate_database  # noqa: E402
 
 BENCH_DATABASE = "scrm_bench"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
@@ -48,36 +50,9 @@ REGIONS = (
 )
 
 
-def database_url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
 def mobile_of(i: int) -> str:
     """The mobile the SQL below gives member number ``i`` (1-based)."""
     return f"+86{MOBILE_PREFIXES[i % 5]}{i // 5:08d}"
-
-
-def server_connection(server_url: str):
-    import psycopg
-
-    return psycopg.connect(database_url(server_url, "postgres"), autocommit=True)
-
-
-def bench_database_exists(server_url: str) -> bool:
-    with server_connection(server_url) as conn:
-        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DATABASE]).fetchone()
-    return row is not None
-
-
-def recreate_bench_database(server_url: str) -> None:
-    with server_connection(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-
-
-def drop_bench_database(server_url: str) -> None:
-    with server_connection(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
 
 
 def sql_array(items) -> str:
@@ -233,9 +208,9 @@ def main() -> int:
     # Test settings: DEBUG off and plain static files (no collectstatic manifest needed to render).
     os.environ["DJANGO_SETTINGS_MODULE"] = "scrm.settings.test"
 
-    reuse = args.reuse and bench_database_exists(server_url)
+    reuse = args.reuse and database_exists(server_url, BENCH_DATABASE)
     if not reuse:
-        recreate_bench_database(server_url)
+        recreate_database(server_url, BENCH_DATABASE)
 
     import django
 
@@ -258,7 +233,7 @@ def main() -> int:
     if reuse and Member.objects.count() != args.members:
         reuse = False
         connections.close_all()
-        recreate_bench_database(server_url)
+        recreate_database(server_url, BENCH_DATABASE)
     if not reuse:
         started = time.perf_counter()
         call_command("migrate", verbosity=0, interactive=False)
@@ -325,7 +300,7 @@ def main() -> int:
 
     connections.close_all()
     if not args.keep:
-        drop_bench_database(server_url)
+        drop_database(server_url, BENCH_DATABASE)
 
     summary = {"bench": "admin_changelist", "members": args.members}
     summary |= {key: round(figures["median_ms"], 1) for key, (_label, figures) in results.items()}

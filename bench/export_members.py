@@ -33,43 +33,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _db import database_exists, database_url, drop_database, recreate_database  # noqa: E402
+
 BENCH_DATABASE = "scrm_bench_export"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
 BASELINE_ROWS = 200_000
 BENCH_USER = "bench_export_admin"
-
-
-def database_url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
-def server_connection(server_url: str):
-    import psycopg
-
-    return psycopg.connect(database_url(server_url, "postgres"), autocommit=True)
-
-
-def bench_database_exists(server_url: str) -> bool:
-    with server_connection(server_url) as conn:
-        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DATABASE]).fetchone()
-    return row is not None
-
-
-def recreate_bench_database(server_url: str) -> None:
-    with server_connection(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-
-
-def drop_bench_database(server_url: str) -> None:
-    with server_connection(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
 
 
 def peak_rss_mb() -> float:
@@ -221,7 +195,7 @@ def build(rows: int, reuse: bool, server_url: str) -> float:
         return 0.0
     if reuse:
         connections.close_all()
-        recreate_bench_database(server_url)
+        recreate_database(server_url, BENCH_DATABASE)
     started = time.perf_counter()
     call_command("migrate", verbosity=0, interactive=False)
     fill(rows)
@@ -246,9 +220,9 @@ def main() -> int:
         return 0
 
     server_url = os.environ.get("DATABASE_URL", DEFAULT_SERVER)
-    reuse = args.reuse and bench_database_exists(server_url)
+    reuse = args.reuse and database_exists(server_url, BENCH_DATABASE)
     if not reuse:
-        recreate_bench_database(server_url)
+        recreate_database(server_url, BENCH_DATABASE)
     env = {**os.environ, "DATABASE_URL": database_url(server_url, BENCH_DATABASE)}
     os.environ.update(env)
     build_seconds = build(args.rows, reuse, server_url)
@@ -267,7 +241,7 @@ def main() -> int:
         "file_mb": before["file_mb"],
     }
     if not args.keep:
-        drop_bench_database(server_url)
+        drop_database(server_url, BENCH_DATABASE)
 
     rows_per_s = export["rows"] / export["seconds"]
     baseline_rows_per_s = baseline["rows"] / baseline["seconds"]
