@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 
 from scrm import audit
 from scrm.audit import Actor
+from scrm.masking import mask_mobile
 from stores.models import Guide, Store
 
 from . import consent
@@ -70,7 +71,8 @@ def create_member(
         actor,
         "member.created",
         target=member,
-        changes={"mobile": e164, "home_store": home_store.code, "join_channel": join_channel},
+        # Masked: the audit trail is append-only and outlives an erasure, so it keeps no full number.
+        changes={"mobile": mask_mobile(e164), "home_store": home_store.code, "join_channel": join_channel},
     )
     if guide is not None:
         member = assign_guide(member, guide, actor=actor, reason=GuideAssignment.Reason.JOINED)
@@ -94,6 +96,8 @@ def update_member(member: Member, *, actor: Actor, **values: Any) -> Member:
     changes = audit.diff(member, values)
     if not changes:
         return member
+    if "mobile" in changes:
+        changes["mobile"] = [mask_mobile(number) for number in changes["mobile"]]
     for name, value in values.items():
         setattr(member, name, value)
     member.full_clean(exclude=["guide"])

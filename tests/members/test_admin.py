@@ -328,7 +328,7 @@ def test_member_creation_through_admin_uses_create_member(client, hq_admin, stor
     assert member.name == "李雷"
     event = AuditEvent.objects.get(action="member.created", target_id=str(member.pk))
     assert event.actor == hq_admin
-    assert event.changes["mobile"] == "+8613912345678"
+    assert event.changes["mobile"] == "139****5678"
 
 
 def test_auditor_cannot_change_a_member(client, auditor, store, system_actor):
