@@ -15,6 +15,7 @@ of a key that appears twice in the file) come back as a workbook with an error c
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import io
 import re
@@ -451,8 +452,10 @@ def register(importer: type[Importer]) -> type[Importer]:
     return importer
 
 
+@functools.cache
 def _load_importers() -> None:
-    # Importers live in the apps (members.importers …); importing the modules registers them.
+    # Once per process, whatever was registered before: importers live in the apps
+    # (members.importers …); importing the modules registers them.
     from django.apps import apps
 
     for app_config in apps.get_app_configs():
@@ -465,8 +468,7 @@ def _load_importers() -> None:
 
 
 def importers() -> dict[str, type[Importer]]:
-    if not REGISTRY:
-        _load_importers()
+    _load_importers()
     return REGISTRY
 
 
