@@ -297,14 +297,12 @@ class MemberImporter(Importer):
         # Positions as attributes (-1: no such column): clean_row runs a million times.
         for column in self.columns:
             setattr(self, f"at_{column.key}", self.index.get(column.key, -1))
-        self.width = max(self.index.values()) + 1
 
     # -- rows ----------------------------------------------------------------------------------
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
         # Runs once per row (a million times for a big file): each column has a fast path for the
         # common clean value (exact dictionary hit, a date cell) and falls back to the full cleaner.
-        if len(cells) < self.width:
-            cells = cells + [""] * (self.width - len(cells))
+        cells = self.padded(cells)
         problems: list[tuple[str, str]] = []
         add = problems.append
 

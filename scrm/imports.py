@@ -408,6 +408,16 @@ class Importer:
                 code="wrong_headers",
             )
         self.index = index
+        self.width = max(index.values(), default=-1) + 1
+
+    def padded(self, cells: list[Any]) -> list[Any]:
+        """A row with a cell for every bound column (spreadsheets drop trailing empty cells)."""
+        return cells if len(cells) >= self.width else cells + [""] * (self.width - len(cells))
+
+    def cell(self, cells: list[Any], key: str) -> Any:
+        """The value of column ``key`` in a padded row; "" when the file has no such column."""
+        position = self.index.get(key, -1)
+        return cells[position] if position >= 0 else ""
 
     def header_of(self, key: str, headers: Sequence[Any]) -> str:
         position = self.index.get(key)

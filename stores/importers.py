@@ -158,19 +158,10 @@ class StoreImporter(Importer):
         self.statuses = status_choices()
         self.status_expected = " / ".join(_status_options())
 
-    def bind(self, headers: Any) -> None:
-        super().bind(headers)
-        self.width = max(self.index.values()) + 1
-
-    def _cell(self, cells: list[Any], key: str) -> Any:
-        position = self.index.get(key, -1)
-        return cells[position] if position >= 0 else ""
-
     # -- rows ----------------------------------------------------------------------------------
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
         # Stores number in the thousands, not millions: no fast paths needed here.
-        if len(cells) < self.width:
-            cells = cells + [""] * (self.width - len(cells))
+        cells = self.padded(cells)
         if all(is_empty(v) for v in cells):
             return None
         problems: list[tuple[str, str]] = []
@@ -178,7 +169,7 @@ class StoreImporter(Importer):
 
         code = None
         try:
-            code = clean_code(self._cell(cells, "code"))
+            code = clean_code(self.cell(cells, "code"))
         except CellError as error:
             add(("code", error.message))
         else:
@@ -187,7 +178,7 @@ class StoreImporter(Importer):
 
         name = None
         try:
-            name = clean_text(self._cell(cells, "name"), max_length=100)
+            name = clean_text(self.cell(cells, "name"), max_length=100)
         except CellError as error:
             add(("name", error.message))
         else:
@@ -195,7 +186,7 @@ class StoreImporter(Importer):
                 add(("name", _("Enter the store name.")))
 
         region_id = None
-        raw = self._cell(cells, "region")
+        raw = self.cell(cells, "region")
         if is_empty(raw):
             add(("region", _("Enter the region code or name.")))
         else:
@@ -207,19 +198,19 @@ class StoreImporter(Importer):
         texts: dict[str, str | None] = {}
         for key, max_length in (("province", 32), ("city", 32), ("address", 200)):
             try:
-                texts[key] = clean_text(self._cell(cells, key), max_length=max_length)
+                texts[key] = clean_text(self.cell(cells, key), max_length=max_length)
             except CellError as error:
                 add((key, error.message))
 
         status = None
         try:
-            status = clean_choice(self._cell(cells, "status"), self.statuses, expected=self.status_expected)
+            status = clean_choice(self.cell(cells, "status"), self.statuses, expected=self.status_expected)
         except CellError as error:
             add(("status", error.message))
 
         opened_on = None
         try:
-            opened_on = clean_date(self._cell(cells, "opened_on"))
+            opened_on = clean_date(self.cell(cells, "opened_on"))
         except CellError as error:
             add(("opened_on", error.message))
 
@@ -386,17 +377,8 @@ class GuideImporter(Importer):
         self.positions = position_choices()
         self.position_expected = " / ".join(_position_options())
 
-    def bind(self, headers: Any) -> None:
-        super().bind(headers)
-        self.width = max(self.index.values()) + 1
-
-    def _cell(self, cells: list[Any], key: str) -> Any:
-        position = self.index.get(key, -1)
-        return cells[position] if position >= 0 else ""
-
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        if len(cells) < self.width:
-            cells = cells + [""] * (self.width - len(cells))
+        cells = self.padded(cells)
         if all(is_empty(v) for v in cells):
             return None
         problems: list[tuple[str, str]] = []
@@ -404,7 +386,7 @@ class GuideImporter(Importer):
 
         number = None
         try:
-            number = clean_code(self._cell(cells, "employee_no"))
+            number = clean_code(self.cell(cells, "employee_no"))
         except CellError as error:
             add(("employee_no", error.message))
         else:
@@ -413,7 +395,7 @@ class GuideImporter(Importer):
 
         name = None
         try:
-            name = clean_text(self._cell(cells, "name"), max_length=64)
+            name = clean_text(self.cell(cells, "name"), max_length=64)
         except CellError as error:
             add(("name", error.message))
         else:
@@ -422,7 +404,7 @@ class GuideImporter(Importer):
 
         store_id = None
         try:
-            code = clean_code(self._cell(cells, "store"))
+            code = clean_code(self.cell(cells, "store"))
         except CellError as error:
             add(("store", error.message))
         else:
@@ -434,7 +416,7 @@ class GuideImporter(Importer):
                     add(("store", _("No store has the code “%(code)s”.") % {"code": code}))
 
         mobile = None
-        raw = self._cell(cells, "mobile")
+        raw = self.cell(cells, "mobile")
         if not is_empty(raw):
             try:
                 mobile = clean_mobile(raw)
@@ -444,14 +426,14 @@ class GuideImporter(Importer):
         position = None
         try:
             position = clean_choice(
-                self._cell(cells, "position"), self.positions, expected=self.position_expected
+                self.cell(cells, "position"), self.positions, expected=self.position_expected
             )
         except CellError as error:
             add(("position", error.message))
 
         joined_on = None
         try:
-            joined_on = clean_date(self._cell(cells, "joined_on"))
+            joined_on = clean_date(self.cell(cells, "joined_on"))
         except CellError as error:
             add(("joined_on", error.message))
 
