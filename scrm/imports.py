@@ -419,6 +419,26 @@ class Importer:
         position = self.index.get(key, -1)
         return cells[position] if position >= 0 else ""
 
+    def clean_cell(
+        self,
+        cells: list[Any],
+        key: str,
+        cleaner: Callable[..., Any],
+        problems: list[tuple[str, str]],
+        *,
+        missing: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """``cleaner(cell, **options)``; a refused value, or an empty required one, becomes a problem."""
+        try:
+            value = cleaner(self.cell(cells, key), **options)
+        except CellError as error:
+            problems.append((key, error.message))
+            return None
+        if value is None and missing is not None:
+            problems.append((key, missing))
+        return value
+
     def header_of(self, key: str, headers: Sequence[Any]) -> str:
         position = self.index.get(key)
         if position is None:

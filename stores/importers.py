@@ -167,23 +167,11 @@ class StoreImporter(Importer):
         problems: list[tuple[str, str]] = []
         add = problems.append
 
-        code = None
-        try:
-            code = clean_code(self.cell(cells, "code"))
-        except CellError as error:
-            add(("code", error.message))
-        else:
-            if code is None:
-                add(("code", _("Enter the store code.")))
+        code = self.clean_cell(cells, "code", clean_code, problems, missing=_("Enter the store code."))
 
-        name = None
-        try:
-            name = clean_text(self.cell(cells, "name"), max_length=100)
-        except CellError as error:
-            add(("name", error.message))
-        else:
-            if name is None:
-                add(("name", _("Enter the store name.")))
+        name = self.clean_cell(
+            cells, "name", clean_text, problems, missing=_("Enter the store name."), max_length=100
+        )
 
         region_id = None
         raw = self.cell(cells, "region")
@@ -384,23 +372,13 @@ class GuideImporter(Importer):
         problems: list[tuple[str, str]] = []
         add = problems.append
 
-        number = None
-        try:
-            number = clean_code(self.cell(cells, "employee_no"))
-        except CellError as error:
-            add(("employee_no", error.message))
-        else:
-            if number is None:
-                add(("employee_no", _("Enter the employee number.")))
+        number = self.clean_cell(
+            cells, "employee_no", clean_code, problems, missing=_("Enter the employee number.")
+        )
 
-        name = None
-        try:
-            name = clean_text(self.cell(cells, "name"), max_length=64)
-        except CellError as error:
-            add(("name", error.message))
-        else:
-            if name is None:
-                add(("name", _("Enter the full name.")))
+        name = self.clean_cell(
+            cells, "name", clean_text, problems, missing=_("Enter the full name."), max_length=64
+        )
 
         store_id = None
         try:
