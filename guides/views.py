@@ -12,11 +12,13 @@ from typing import IO, Any
 
 import xlsxwriter
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
@@ -25,12 +27,14 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.decorators import ratelimit
 
 from members import privacy
+from members.models import Member, Tier
 from scrm import audit
 from scrm.audit import Actor
 from scrm.roles import ROLE_PERMISSIONS, is_hq
 from scrm.scoping import scope_of
 
-from . import selectors
+from . import selectors, services
+from .forms import NoteForm, TagForm
 
 PAGE_SIZE = 20
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -63,12 +67,34 @@ def _staff_context(request: HttpRequest) -> dict[str, Any]:
 @store_staff_only
 def member_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()
-    page = Paginator(selectors.members_for(request.user, q=q), PAGE_SIZE).get_page(request.GET.get("page"))
+    tier = request.GET.get("tier", "").strip()[:32]
+    stage = request.GET.get("stage", "").strip()[:16]
+    flags = [f for f in request.GET.getlist("f") if f in selectors.MEMBER_FILTERS]
+    members = selectors.filtered_members(request.user, q=q, tier=tier, stage=stage, flags=flags)
+    page = Paginator(members, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    is_manager = selectors.is_store_manager(request.user)
     context = {
         **_staff_context(request),
+        "nav": "members",
         "q": q,
+        "tier": tier,
+        "stage": stage,
+        "flags": flags,
+        "filtered": bool(q or tier or stage or flags),
+        "querystring": query.urlencode(),
+        "tiers": Tier.objects.order_by("rank").values_list("code", "name"),
+        "stages": Member.Lifecycle.choices,
+        "filter_choices": [
+            ("birthday", _("Birthday this week")),
+            ("dormant", _("Dormant")),
+            ("not_contacted", _("Not contacted for 30 days")),
+            *([("unassigned", _("No exclusive guide"))] if is_manager else []),
+        ],
         "page_obj": page,
         "rows": selectors.member_rows(page.object_list),
+        "colleagues": selectors.store_colleagues(request.user) if is_manager else [],
     }
     return render(request, "guides/member_list.html", context)
 
@@ -83,6 +109,55 @@ def member_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _member_page(request, card)
 
 
+@require_POST
+@store_staff_only
+def member_note(request: HttpRequest, pk: int) -> HttpResponse:
+    card = selectors.member_card_for_work(request.user, pk, task=request.POST.get("task", ""))
+    if card is None:
+        raise Http404
+    form = NoteForm(request.POST)
+    if form.is_valid():
+        try:
+            services.add_note(
+                card.member,
+                body=form.cleaned_data["body"],
+                author=request.user.staff_profile,  # type: ignore[union-attr]
+                actor=Actor.from_request(request),
+            )
+        except ValidationError as error:
+            form.add_error("body", error)
+        else:
+            messages.success(request, _("Note added."))
+            return redirect(_back_to(request, pk))
+    return _member_page(request, card, note_form=form, status=400)
+
+
+@require_POST
+@store_staff_only
+def member_tag(request: HttpRequest, pk: int) -> HttpResponse:
+    card = selectors.member_card_for_work(request.user, pk, task=request.POST.get("task", ""))
+    if card is None:
+        raise Http404
+    form = TagForm(request.POST)
+    if form.is_valid():
+        try:
+            services.add_tag(card.member, name=form.cleaned_data["name"], actor=Actor.from_request(request))
+        except ValidationError as error:
+            form.add_error("name", error)
+        else:
+            messages.success(request, _("Tag added."))
+            return redirect(_back_to(request, pk))
+    return _member_page(request, card, tag_form=form, status=400)
+
+
+def _back_to(request: HttpRequest, pk: int) -> str:
+    """Back to the task page the form was on, else the member page (only our own task pages)."""
+    task = request.POST.get("task", "")
+    if task.isdigit():
+        return reverse("guides:task", args=[int(task)])
+    return reverse("guides:member", args=[pk])
+
+
 def _member_page(
     request: HttpRequest,
     card: selectors.MemberCard,
@@ -90,11 +165,17 @@ def _member_page(
     reveal_form: RevealForm | None = None,
     revealed_mobile: str = "",
     refused: str = "",
+    note_form: NoteForm | None = None,
+    tag_form: TagForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     context = {
         **_staff_context(request),
+        "nav": "members",
         "card": card,
+        "notes": selectors.notes_for(card.member),
+        "note_form": note_form or NoteForm(),
+        "tag_form": tag_form or TagForm(),
         "can_reveal": _may_reveal(request.user),
         "reveal_form": reveal_form or RevealForm(),
         "revealed_mobile": revealed_mobile,

@@ -15,6 +15,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -39,6 +40,7 @@ from scrm.admin_base import (
     ReadOnlyLatestRowsInline,
     ScrmModelAdmin,
     ScrmTabularInline,
+    SingletonAdmin,
     input_filter,
     key,
     member_label,
@@ -57,12 +59,16 @@ from .models import (
     DataSubjectRequest,
     ExternalIdentity,
     GuideAssignment,
+    LifecycleSettings,
+    LifecycleTransition,
     Member,
     MemberTag,
     Order,
     OrderLine,
     PointsEntry,
     PrivacyNotice,
+    RfmBinEdges,
+    RfmSettings,
     Tag,
     Tier,
 )
@@ -223,6 +229,13 @@ class GuideAssignmentInline(ReadOnlyLatestRowsInline):
         return super().get_queryset(request).select_related("guide", "actor")
 
 
+class LifecycleTransitionInline(ReadOnlyLatestRowsInline):
+    model = LifecycleTransition
+    fields = ("at", "from_stage", "to_stage", "recorded_at")
+    show_change_link = False
+    classes = ("scrm-hide-original",)  # a row's own label is just ids
+
+
 METRIC_FIELDS = (
     "points_balance",
     "lifecycle_stage",
@@ -290,6 +303,7 @@ class MemberAdmin(BackgroundExportMixin, ExportMixin, ScrmModelAdmin):
         PointsEntryInline,
         ConsentRecordInline,
         GuideAssignmentInline,
+        LifecycleTransitionInline,
         ExternalIdentityInline,
     )
 
@@ -1128,3 +1142,68 @@ class PrivacyNoticeAdmin(AppendOnlyAdmin):
                 % {"purposes": ", ".join(str(labels[p]) for p in added)},
                 messages.WARNING,
             )
+
+
+# --------------------------------------------------------------------------------------------------
+# Member intelligence: HQ's lifecycle and RFM settings, the stage history, the RFM edges
+
+
+class SingletonSettingsAdmin(SingletonAdmin):
+    """One settings row, never deleted; the add form edits the row once it exists.
+
+    Saving is audited like any reference data and queues a full metrics recompute after commit, so
+    stages and cells follow the new settings without waiting for the night.
+    """
+
+    list_display = ("__str__", "updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.BaseForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if form.has_changed():
+            from .tasks import recompute_member_metrics_task
+
+            transaction.on_commit(recompute_member_metrics_task.delay)
+            self.message_user(
+                request, gettext("Member stages and RFM cells are being recomputed with the new settings.")
+            )
+
+
+@admin.register(LifecycleSettings)
+class LifecycleSettingsAdmin(SingletonSettingsAdmin):
+    fieldsets = (
+        (_("Activity"), {"fields": ("dormant_after_days", "lost_after_days")}),
+        (_("Advocates"), {"fields": ("advocate_min_orders_12m", "advocate_min_spend_12m", "advocate_tag")}),
+    )
+    autocomplete_fields = ("advocate_tag",)
+
+
+@admin.register(RfmSettings)
+class RfmSettingsAdmin(SingletonSettingsAdmin):
+    fields = ("bins", "partition")
+
+
+@admin.register(RfmBinEdges)
+class RfmBinEdgesAdmin(AppendOnlyAdmin):
+    """The edges the nightly run cut, to answer "why is this member a 5 on monetary?"."""
+
+    list_display = ("scope", "scope_id", "buyers", "frequency", "monetary", "computed_at")
+    list_filter = ("scope",)
+    fields = ("scope", "scope_id", "buyers", "recency", "frequency", "monetary", "computed_at")
+    readonly_fields = fields
+
+
+@admin.register(LifecycleTransition)
+class LifecycleTransitionAdmin(MemberColumnMixin, AppendOnlyAdmin):
+    """Every change of stage, dated; written by the metrics refresh, read here."""
+
+    list_display = ("member_link", "from_stage", "to_stage", "at", "recorded_at")
+    list_display_links = ("at",)
+    list_select_related = ("member",)
+    list_filter = ("to_stage", "from_stage", ("at", admin.DateFieldListFilter))
+    search_fields = ("member__mobile",)
+    search_help_text = _("A member's full mobile number.")
+    indexed_search = IndexedSearch(mobile=("member__mobile",))
+    sortable_by = ("at",)
+    date_hierarchy = None
+    fields = ("member_link", "from_stage", "to_stage", "at", "recorded_at")
+    readonly_fields = fields

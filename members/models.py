@@ -5,8 +5,11 @@ the points balance on a member is always the sum of its ledger, ledgers and cons
 append-only, one open guide assignment per member, one order per channel and order number.
 """
 
+from typing import Self
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -75,9 +78,13 @@ class Member(models.Model):
         ERASED = "erased", _("Erased")
 
     class Lifecycle(models.TextChoices):
+        """One stage per member (see members.lifecycle): the purchase ladder while the member is
+        active, dormant or lost once the last purchase is older than HQ's thresholds."""
+
         NO_PURCHASE = "no_purchase", _("Member, no purchase yet")
         FIRST_PURCHASE = "first_purchase", _("First purchase")
         REPEAT = "repeat", _("Repeat buyer")
+        ADVOCATE = "advocate", _("Advocate")
         DORMANT = "dormant", _("Dormant")
         LOST = "lost", _("Lost")
 
@@ -87,6 +94,11 @@ class Member(models.Model):
     name = models.CharField(_("full name"), max_length=64, blank=True)
     gender = models.CharField(_("gender"), max_length=1, choices=Gender.choices, default=Gender.UNKNOWN)
     birthday = models.DateField(_("birthday"), null=True, blank=True)
+    birthday_lunar = models.BooleanField(
+        _("lunar birthday"),
+        db_default=False,
+        help_text=_("The member celebrates the birthday by the lunar calendar."),
+    )
     # No index of its own: member_store_stage_idx (home_store, lifecycle_stage) serves store lookups, and
     # every extra index slows imports and the points trigger's row updates.
     home_store = models.ForeignKey(
@@ -116,7 +128,7 @@ class Member(models.Model):
     consent_wecom = models.BooleanField(_("WeCom consent"), default=False, editable=False)
     consent_email = models.BooleanField(_("email consent"), default=False, editable=False)
 
-    # Metrics, kept current by members.services.refresh_member_metrics from the orders.
+    # Metrics, kept current by members.metrics.refresh_member_metrics from the orders.
     first_purchase_at = models.DateTimeField(_("first purchase"), null=True, blank=True, editable=False)
     last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True, editable=False)
     order_count = models.PositiveIntegerField(_("order count"), default=0, editable=False)
@@ -320,6 +332,8 @@ class Order(models.Model):
 
     channel = models.CharField(_("channel"), max_length=16, choices=Channel.choices)
     external_no = models.CharField(_("order number"), max_length=64)
+    # No single-column indexes on member and store: order_member_paid_idx and order_store_paid_idx
+    # lead with them, and every extra index slows order ingestion.
     member = models.ForeignKey(
         Member,
         verbose_name=_("member"),
@@ -327,9 +341,16 @@ class Order(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="orders",
+        db_index=False,
     )
     store = models.ForeignKey(
-        Store, verbose_name=_("store"), null=True, blank=True, on_delete=models.PROTECT, related_name="orders"
+        Store,
+        verbose_name=_("store"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="orders",
+        db_index=False,
     )
     guide = models.ForeignKey(
         Guide, verbose_name=_("guide"), null=True, blank=True, on_delete=models.PROTECT, related_name="orders"
@@ -358,7 +379,13 @@ class Order(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["member", "paid_at"], name="order_member_paid_idx"),
+            # Covering: a member's metrics (and segment conditions over their orders) read the index
+            # only, without visiting the table; the order-ingest refresh depends on it.
+            models.Index(
+                fields=["member", "paid_at"],
+                include=["status", "amount", "refunded_amount"],
+                name="order_member_paid_idx",
+            ),
             models.Index(fields=["store", "paid_at"], name="order_store_paid_idx"),
         ]
 
@@ -371,7 +398,10 @@ class Order(models.Model):
 
 
 class OrderLine(models.Model):
-    order = models.ForeignKey(Order, verbose_name=_("order"), on_delete=models.CASCADE, related_name="lines")
+    # Indexed by order_line_unique (order, line_no); no index of its own.
+    order = models.ForeignKey(
+        Order, verbose_name=_("order"), on_delete=models.CASCADE, related_name="lines", db_index=False
+    )
     line_no = models.PositiveSmallIntegerField(_("line"))
     sku = models.CharField(_("SKU"), max_length=64)
     name = models.CharField(_("product"), max_length=128, blank=True)
@@ -598,3 +628,195 @@ class DataSubjectRequest(models.Model):
     @property
     def audit_store_id(self) -> int:
         return self.member.home_store_id
+
+
+# --------------------------------------------------------------------------------------------------
+# Member intelligence: lifecycle and RFM settings (HQ edits them in the admin), stage history.
+
+
+class SingletonSettings(models.Model):
+    """A settings row HQ edits in the admin; there is at most one (id 1)."""
+
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.pk = 1
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def current(cls) -> Self:
+        """The saved row, or an unsaved row with the defaults (reads never write)."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+
+def _default_dormant_days() -> int:
+    return settings.SCRM_DORMANT_AFTER_DAYS
+
+
+def _default_lost_days() -> int:
+    return settings.SCRM_LOST_AFTER_DAYS
+
+
+class LifecycleSettings(SingletonSettings):
+    """HQ's lifecycle thresholds. Applied by every metrics refresh (orders in, nightly recompute)."""
+
+    dormant_after_days = models.PositiveIntegerField(
+        _("dormant after (days)"),
+        default=_default_dormant_days,
+        help_text=_("A buyer whose last purchase is older than this many days is dormant."),
+    )
+    lost_after_days = models.PositiveIntegerField(
+        _("lost after (days)"),
+        default=_default_lost_days,
+        help_text=_("A buyer whose last purchase is older than this many days is lost."),
+    )
+    advocate_min_orders_12m = models.PositiveIntegerField(
+        _("advocate: orders in 12 months"),
+        null=True,
+        blank=True,
+        default=6,
+        help_text=_(
+            "An active buyer with at least this many orders in 12 months is an advocate. Empty: off."
+        ),
+    )
+    advocate_min_spend_12m = models.DecimalField(
+        _("advocate: spend in 12 months"),
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=5000,
+        help_text=_("…and at least this spend in 12 months (yuan). Empty: no spend condition."),
+    )
+    advocate_tag = models.ForeignKey(
+        Tag,
+        verbose_name=_("advocate tag"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text=_("Active buyers with this tag (e.g. KOC, brings friends) are advocates too."),
+    )
+
+    class Meta:
+        verbose_name = _("lifecycle settings")
+        verbose_name_plural = _("lifecycle settings")
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="lifecycle_settings_singleton"),
+            models.CheckConstraint(condition=Q(dormant_after_days__gte=1), name="lifecycle_dormant_positive"),
+            models.CheckConstraint(
+                condition=Q(lost_after_days__gt=F("dormant_after_days")), name="lifecycle_lost_after_dormant"
+            ),
+            models.CheckConstraint(
+                condition=Q(advocate_min_orders_12m__isnull=True) | Q(advocate_min_orders_12m__gte=2),
+                name="lifecycle_advocate_orders_min_2",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(_("Lifecycle settings"))
+
+    def clean(self) -> None:
+        days = (self.dormant_after_days, self.lost_after_days)
+        if None not in days and days[1] <= days[0]:
+            raise ValidationError(
+                {"lost_after_days": _("A member must be dormant before being lost: use more days.")}
+            )
+        if self.advocate_min_orders_12m is not None and self.advocate_min_orders_12m < 2:
+            raise ValidationError({"advocate_min_orders_12m": _("An advocate buys at least twice.")})
+
+
+class RfmSettings(SingletonSettings):
+    """How RFM cells are binned: the number of quantile bins and the population they are cut over."""
+
+    class Partition(models.TextChoices):
+        BRAND = "brand", _("Whole brand")
+        REGION = "region", _("Per region")
+        STORE = "store", _("Per home store")
+
+    bins = models.PositiveSmallIntegerField(
+        _("bins per dimension"),
+        default=5,
+        help_text=_("5 = quintiles: each of R, F and M scores 1 (lowest) to 5 (best)."),
+    )
+    partition = models.CharField(
+        _("bins cut over"),
+        max_length=8,
+        choices=Partition.choices,
+        default=Partition.BRAND,
+        help_text=_(
+            "Members are ranked against all buyers of the brand, of their region or of their home store."
+        ),
+    )
+
+    class Meta:
+        verbose_name = _("RFM settings")
+        verbose_name_plural = _("RFM settings")
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="rfm_settings_singleton"),
+            models.CheckConstraint(condition=Q(bins__gte=2, bins__lte=9), name="rfm_bins_2_to_9"),
+        ]
+
+    def __str__(self) -> str:
+        return str(_("RFM settings"))
+
+    def clean(self) -> None:
+        if self.bins is not None and not 2 <= self.bins <= 9:
+            raise ValidationError({"bins": _("Use between 2 and 9 bins.")})
+
+
+class RfmBinEdges(models.Model):
+    """Bin edges cut nightly over the buyers of one population (the brand, a region or a store).
+
+    Incremental refreshes score members against these stored edges, so a buyer's cell is current
+    between nightly runs and equals what the nightly run gives for the same edges.
+    """
+
+    scope = models.CharField(_("population"), max_length=8, choices=RfmSettings.Partition.choices)
+    scope_id = models.BigIntegerField(_("population id"), help_text=_("Region or store id; 0 for the brand."))
+    recency = ArrayField(models.FloatField(), verbose_name=_("recency edges (epoch seconds)"))
+    frequency = ArrayField(models.FloatField(), verbose_name=_("frequency edges (orders in 12 months)"))
+    monetary = ArrayField(models.FloatField(), verbose_name=_("monetary edges (spend in 12 months)"))
+    buyers = models.PositiveIntegerField(_("buyers"))
+    computed_at = models.DateTimeField(_("computed at"))
+
+    class Meta:
+        verbose_name = _("RFM bin edges")
+        verbose_name_plural = _("RFM bin edges")
+        ordering = ["scope", "scope_id"]
+        constraints = [models.UniqueConstraint(fields=["scope", "scope_id"], name="rfm_edges_unique_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.get_scope_display()} {self.scope_id}"
+
+
+class LifecycleTransition(models.Model):
+    """One change of a member's lifecycle stage, dated when it took effect (see members.lifecycle)."""
+
+    member = models.ForeignKey(
+        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="lifecycle_transitions"
+    )
+    from_stage = models.CharField(_("from"), max_length=16, choices=Member.Lifecycle.choices)
+    to_stage = models.CharField(_("to"), max_length=16, choices=Member.Lifecycle.choices)
+    at = models.DateTimeField(_("effective at"))
+    recorded_at = models.DateTimeField(_("recorded at"))
+
+    scope_paths = ScopePaths(store="member__home_store", guide="member__guide")
+
+    class Meta:
+        verbose_name = _("lifecycle transition")
+        verbose_name_plural = _("lifecycle transitions")
+        ordering = ["-at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(from_stage=F("to_stage")), name="transition_changes_stage")
+        ]
+        indexes = [
+            models.Index(fields=["member", "at"], name="transition_member_at_idx"),
+            models.Index(fields=["to_stage", "at"], name="transition_to_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.from_stage} → {self.to_stage}"

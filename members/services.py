@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -20,7 +20,7 @@ from stores.models import Guide, Store
 
 from . import consent
 from .consent import CONSENT_FLAG, GRANTING_ACTIONS, WITHDRAWING_ACTIONS  # noqa: F401 (re-exported)
-from .metrics import refresh_member_metrics
+from .metrics import bound_cursor, refresh_member_metrics, refresh_member_metrics_detailed
 from .models import (
     Channel,
     ConsentRecord,
@@ -28,12 +28,12 @@ from .models import (
     Member,
     MemberTag,
     Order,
-    OrderLine,
     PointsEntry,
     Tag,
     Tier,
 )
 from .phones import normalize_mobile
+from .rfm import rebin_rfm
 
 
 @audit.service
@@ -76,7 +76,15 @@ def create_member(
     )
     if guide is not None:
         member = assign_guide(member, guide, actor=actor, reason=GuideAssignment.Reason.JOINED)
+    for hook in JOIN_HOOKS:
+        hook(member, actor)
     return member
+
+
+# Run by ``create_member`` in its transaction with the new member and the actor (e.g. campaigns that
+# wait for "a member joined"). Bulk paths (the member import) do not run them.
+JoinHook = Callable[[Member, Actor], None]
+JOIN_HOOKS: list[JoinHook] = []
 
 
 EDITABLE_MEMBER_FIELDS = frozenset({"name", "gender", "birthday", "home_store", "tier", "join_channel"})
@@ -309,11 +317,102 @@ class OrderInput:
     lines: Sequence[OrderLineInput] = field(default_factory=list)
 
 
+_LOCK_MEMBERS_SQL = "SELECT id FROM members_member WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+# Both columns of the unique index, so the lookup is an index scan even over millions of orders.
+_KNOWN_ORDERS_SQL = (
+    "SELECT channel, external_no FROM members_order WHERE channel = ANY(%s) AND external_no = ANY(%s)"
+)
+
+# Column arrays travel in binary (%b): no quoting of a thousand strings on the client.
+_INSERT_ORDERS_SQL = """
+INSERT INTO members_order (channel, external_no, member_id, store_id, guide_id, paid_at, amount,
+                           refunded_amount, item_count, status, created_at)
+SELECT t.*, %s
+  FROM unnest(%b::varchar[], %b::varchar[], %b::bigint[], %b::bigint[], %b::bigint[],
+              %b::timestamptz[], %b::numeric[], %b::numeric[], %b::integer[], %b::varchar[]) AS t
+RETURNING id, channel, external_no
+"""
+
+_INSERT_LINES_SQL = """
+INSERT INTO members_orderline (order_id, line_no, sku, name, category, quantity, amount)
+SELECT * FROM unnest(%b::bigint[], %b::smallint[], %b::varchar[], %b::varchar[], %b::varchar[],
+                     %b::integer[], %b::numeric[])
+"""
+
+
+def _insert_orders(fresh: list[OrderInput]) -> list[Order]:
+    """Insert orders and their lines in two statements (column arrays); the orders, with ids."""
+    now = timezone.now()
+    orders = [
+        Order(
+            channel=o.channel,
+            external_no=o.external_no,
+            member_id=o.member.pk if o.member is not None else None,
+            store_id=o.store.pk if o.store is not None else None,
+            guide_id=o.guide.pk if o.guide is not None else None,
+            paid_at=o.paid_at,
+            amount=o.amount,
+            refunded_amount=o.refunded_amount,
+            item_count=sum(line.quantity for line in o.lines),
+            status=o.status,
+            created_at=now,
+        )
+        for o in fresh
+    ]
+    columns = ("channel", "external_no", "member_id", "store_id", "guide_id", "paid_at", "amount")
+    columns += ("refunded_amount", "item_count", "status")
+    with bound_cursor() as cursor:
+        cursor.execute(
+            _INSERT_ORDERS_SQL, [now, *([getattr(o, c) for o in orders] for c in columns)], prepare=False
+        )
+        ids = {(channel, number): pk for pk, channel, number in cursor.fetchall()}
+        for order in orders:
+            order.pk = ids[(order.channel, order.external_no)]
+            order._state.adding = False
+            order._state.db = connection.alias
+        lines = [
+            (order.pk, number, line.sku, line.name, line.category, line.quantity, line.amount)
+            for order, source in zip(orders, fresh, strict=True)
+            for number, line in enumerate(source.lines, start=1)
+        ]
+        if lines:
+            cursor.execute(
+                _INSERT_LINES_SQL, [list(column) for column in zip(*lines, strict=True)], prepare=False
+            )
+    return orders
+
+
+# Post-ingest hooks: callables run by ``record_orders`` in its transaction, after the buyers' metrics,
+# lifecycle stages and transitions are current. Each receives the orders created now, the ids of
+# their members and the actor; e.g. points and tiers register here. Keep them set-based: they run
+# once per batch, on the ingestion path that must sustain thousands of orders a second.
+OrderHook = Callable[[list[Order], list[int], Actor], None]
+ORDER_HOOKS: list[OrderHook] = []
+
+
+def lock_members(member_ids: Iterable[int]) -> None:
+    """Row-lock members in id order (two batches never deadlock) until the transaction ends.
+
+    The metrics refresh is one statement over each buyer's orders: two batches committing orders of
+    the same member at the same moment would each count only their own, and the later write would
+    drop the other's. Holding the buyer's row first makes the second batch count after the first.
+    Orders' foreign-key checks take KEY SHARE locks, which NO KEY UPDATE does not block.
+    """
+    ids = sorted({int(i) for i in member_ids})
+    if ids:
+        with bound_cursor() as cursor:
+            cursor.execute(_LOCK_MEMBERS_SQL, [ids], prepare=False)
+
+
 @audit.service
 def record_orders(orders: Iterable[OrderInput], *, actor: Actor) -> list[Order]:
     """Store new orders, skipping any already known by (channel, order number); refresh buyers' metrics.
 
-    Safe to repeat: a retried batch creates nothing twice. Returns only the orders created now.
+    One batch (500–1,000 orders is the sweet spot) costs a handful of statements whatever its
+    size: the lookup of known numbers, the order and line inserts, one audit event, one metrics
+    refresh for all buyers (members.metrics, which also records lifecycle transitions) and the
+    ``ORDER_HOOKS``. Safe to repeat: a retried batch creates nothing twice. Returns only the orders
+    created now.
     """
     inputs = list(orders)
     if not inputs:
@@ -321,60 +420,56 @@ def record_orders(orders: Iterable[OrderInput], *, actor: Actor) -> list[Order]:
     keys = {(o.channel, o.external_no) for o in inputs}
     if len(keys) != len(inputs):
         raise ValidationError(_("The same order number appears twice in one batch."), code="duplicate")
-    existing = set(
-        Order.objects.filter(external_no__in=[o.external_no for o in inputs]).values_list(
-            "channel", "external_no"
+    lock_members(o.member.pk for o in inputs if o.member is not None)
+    with bound_cursor() as cursor:
+        cursor.execute(
+            _KNOWN_ORDERS_SQL, [sorted({c for c, _n in keys}), [n for _c, n in keys]], prepare=False
         )
-    )
+        existing = set(cursor.fetchall())
     fresh = [o for o in inputs if (o.channel, o.external_no) not in existing]
-    created = Order.objects.bulk_create(
-        [
-            Order(
-                channel=o.channel,
-                external_no=o.external_no,
-                member=o.member,
-                store=o.store,
-                guide=o.guide,
-                paid_at=o.paid_at,
-                amount=o.amount,
-                refunded_amount=o.refunded_amount,
-                item_count=sum(line.quantity for line in o.lines),
-                status=o.status,
-            )
-            for o in fresh
-        ],
-        batch_size=1000,
+    if not fresh:
+        return []
+    created = _insert_orders(fresh)
+    audit.record(
+        actor,
+        "orders.created",
+        target_type="members.order",
+        target_id=created[0].pk if len(created) == 1 else "*",
+        # One event per batch, listing every order: a per-order row would cost more than the insert.
+        changes={
+            "count": len(created),
+            "orders": [
+                [o.pk, o.channel, o.external_no, o.member_id, o.store_id, str(o.amount)] for o in created
+            ],
+        },
     )
-    OrderLine.objects.bulk_create(
-        [
-            OrderLine(
-                order=order,
-                line_no=number,
-                sku=line.sku,
-                name=line.name,
-                category=line.category,
-                quantity=line.quantity,
-                amount=line.amount,
-            )
-            for order, source in zip(created, fresh, strict=True)
-            for number, line in enumerate(source.lines, start=1)
-        ],
-        batch_size=2000,
-    )
-    audit.record_many(actor, "order.created", created)
-    refresh_member_metrics({o.member.pk for o in fresh if o.member is not None})
+    member_ids = sorted({o.member.pk for o in fresh if o.member is not None})
+    refresh_member_metrics(member_ids)
+    # Post-ingest hooks: metrics, stages and transitions are current from here on.
+    for hook in ORDER_HOOKS:
+        hook(created, member_ids, actor)
     return created
 
 
 def recompute_all_member_metrics(*, actor: Actor, now: datetime.datetime | None = None) -> int:
-    """The nightly run: every member's metrics from their orders; one audit event with the count."""
+    """The nightly run: every member's metrics, stage and RFM cell; one audit event with the counts.
+
+    Moves members to dormant and lost as time passes (recording the transitions), re-cuts the RFM
+    edges over the fresh metrics and re-scores the cells. Writes only rows whose values change.
+    """
     with audit.app_audited():
-        changed = refresh_member_metrics(None, now=now)
+        refresh = refresh_member_metrics_detailed(None, now=now)
+        rebin = rebin_rfm(now=now)
         audit.record(
             actor,
             "member.metrics_recomputed",
             target_type="members.member",
             target_id="*",
-            changes={"changed": changed},
+            changes={
+                "changed": refresh.members_changed,
+                "transitions": refresh.transitions,
+                "rfm_cells_changed": rebin.cells_changed,
+                "rfm_populations": rebin.populations,
+            },
         )
-    return changed
+    return refresh.members_changed + rebin.cells_changed

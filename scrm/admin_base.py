@@ -652,3 +652,22 @@ def _export_action(file_format: str) -> Callable[..., None]:
 
     export_in_background.__name__ = f"export_{file_format}_in_background"
     return export_in_background
+
+
+class SingletonAdmin(ScrmModelAdmin):
+    """Settings kept in one row, never deleted: once the row exists, "add" opens it.
+
+    The add permission stays the plain one: asking whether the row exists on every admin page's
+    sidebar would cost a query each.
+    """
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        first = self.model._default_manager.order_by("pk").values_list("pk", flat=True).first()
+        if first is not None:
+            return self.change_view(request, str(first), form_url, extra_context)
+        return super().add_view(request, form_url, extra_context)

@@ -133,6 +133,7 @@ def demo(*, members: int, port: int) -> int:
         _run(env, "manage.py", "migrate", "--noinput", "-v", "0")
         _run(env, "manage.py", "collectstatic", "--noinput", "-v", "0")
         _run(env, "manage.py", "seed_demo", "--members", str(members))
+        _run(env, "manage.py", "seed_demo_campaigns")
         procs = {
             "web": subprocess.Popen(
                 [

@@ -601,3 +601,24 @@ def exports_for(user: Any) -> QuerySet[ExportJob]:
     if role_of(user) == Role.HQ_ADMIN:
         return jobs
     return jobs.filter(created_by=user)
+
+
+def delete_old_export_files(*, days: int, now: Any = None) -> int:
+    """Delete the files of finished exports created more than ``days`` ago; the job rows stay.
+
+    Queued and running exports are left alone; a job without its file is no longer offered for
+    download (``may_download``).
+    """
+    import datetime
+
+    now = now or timezone.now()
+    old = ExportJob.objects.filter(
+        created_at__lt=now - datetime.timedelta(days=days),
+        state__in=[ExportJob.State.DONE, ExportJob.State.FAILED],
+    ).exclude(file="")
+    deleted = 0
+    for job in old.iterator():
+        job.file.delete(save=False)
+        ExportJob.objects.filter(pk=job.pk).update(file="")
+        deleted += 1
+    return deleted

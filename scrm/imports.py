@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import re
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile, File
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -364,6 +367,12 @@ class Importer:
     key_column: ClassVar[str] = ""  # the column key of the natural key, for error messages
     key_label: ClassVar[Any] = ""
     description: ClassVar[Any] = ""
+    # True when ``write`` locks every row its inserts refer to (``lock_references``): the per-row
+    # foreign-key triggers are then skipped (see ``_write``). ``written_tables`` lists every table
+    # ``write`` changes, ``skippable_triggers`` the trigger functions on them with nothing to do there.
+    checks_references: ClassVar[bool] = False
+    written_tables: ClassVar[tuple[str, ...]] = ()
+    skippable_triggers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: ImportContext) -> None:
         self.context = context
@@ -374,6 +383,12 @@ class Importer:
     def required_permissions(cls) -> tuple[str, ...]:
         opts = cls.model._meta
         return (f"{opts.app_label}.add_{opts.model_name}", f"{opts.app_label}.change_{opts.model_name}")
+
+    @classmethod
+    def refused_text(cls) -> str:
+        return _("You may not import %(what)s: it needs permission to add and change them.") % {
+            "what": cls.verbose_name
+        }
 
     @classmethod
     def allowed(cls, user: Any) -> bool:
@@ -426,7 +441,7 @@ class Importer:
         cleaner: Callable[..., Any],
         problems: list[tuple[str, str]],
         *,
-        missing: str | None = None,
+        missing: Any = None,
         **options: Any,
     ) -> Any:
         """``cleaner(cell, **options)``; a refused value, or an empty required one, becomes a problem."""
@@ -436,7 +451,7 @@ class Importer:
             problems.append((key, error.message))
             return None
         if value is None and missing is not None:
-            problems.append((key, missing))
+            problems.append((key, str(missing)))  # a lazy message is translated only when needed
         return value
 
     def header_of(self, key: str, headers: Sequence[Any]) -> str:
@@ -457,6 +472,12 @@ class Importer:
         """Rows found invalid against the database after staging: ``(row_no, column key, reason)``."""
         return []
 
+    def linked_problems(
+        self, cursor: Any, invalid: dict[int, tuple[list[Any], list[tuple[str, str]]]]
+    ) -> list[tuple[int, str, str]]:
+        """Staged rows refused because a row they belong with is invalid (``invalid``: row → cells)."""
+        return []
+
     def display(self, staged: dict[str, Any]) -> dict[str, Any]:
         """Cell values for the error workbook of a row known only from staging (``key → value``)."""
         return {key: value for key, value in staged.items() if key in self.index}
@@ -472,6 +493,33 @@ class Importer:
     # -- template ------------------------------------------------------------------------------
     def template_columns(self) -> tuple[Column, ...]:
         return self.columns
+
+
+def insert_defaults(model: type, given: Sequence[str]) -> tuple[str, str, dict[str, Any]]:
+    """Columns the model fills with a constant default that an INSERT listing ``given`` leaves out.
+
+    ``(", col1, col2", ", %(default_0)s, %(default_1)s", params)``: appended to a set-based INSERT's
+    column list and SELECT list, so a field added to the model later (with a default) does not break
+    the import.
+    """
+    from django.db.models import NOT_PROVIDED
+
+    names: list[str] = []
+    params: dict[str, Any] = {}
+    for model_field in model._meta.concrete_fields:
+        column = model_field.column
+        if column in given or model_field.primary_key or model_field.null:
+            continue
+        if model_field.db_default is not NOT_PROVIDED:
+            continue  # the database fills it
+        default = model_field.default
+        if default is NOT_PROVIDED or callable(default):
+            continue
+        params[f"default_{len(names)}"] = model_field.get_db_prep_save(default, connection)
+        names.append(column)
+    columns = "".join(f", {name}" for name in names)
+    placeholders = "".join(f", %({key})s" for key in params)
+    return columns, placeholders, params
 
 
 REGISTRY: dict[str, type[Importer]] = {}
@@ -543,10 +591,7 @@ def check_rights(importer: type[Importer], actor: Actor) -> None:
     if actor.user is None:  # the system (command line without --user, the benchmark)
         return
     if not importer.allowed(actor.user):
-        raise ImportNotAllowed(
-            _("You may not import %(what)s: it needs permission to add and change them.")
-            % {"what": importer.verbose_name}
-        )
+        raise ImportNotAllowed(importer.refused_text())
 
 
 class _Problems:
@@ -675,8 +720,12 @@ def run_import(
             late.extend(importer.late_problems(cursor))
             if late:
                 _move_late_problems(cursor, importer, late, problems)
+            # Rows that stand or fall together (an order's lines): one refused row refuses the rest.
+            linked = importer.linked_problems(cursor, problems.rows)
+            if linked:
+                _move_late_problems(cursor, importer, linked, problems)
 
-            counts = importer.classify(cursor) if dry_run else importer.write(cursor)
+            counts = importer.classify(cursor) if dry_run else _write(cursor, importer)
             counts["invalid"] = problems.count
             counts["total"] = counts["new"] + counts["updated"] + counts["unchanged"] + problems.count
             changes = {
@@ -716,6 +765,76 @@ def run_import(
         problems=preview,
         error_workbook=workbook,
     )
+
+
+def _write(cursor: Any, importer: Importer) -> dict[str, int]:
+    """``importer.write``; with the row triggers off when the importer checks its references itself.
+
+    Every foreign key is checked by a trigger per inserted row, at COMMIT (Django's are deferred):
+    about 10 µs a key, nine keys per member row with its tags, consent and guide, so more than the
+    writing itself. An importer with ``checks_references`` looks its references up before staging
+    and locks them set-based in ``write`` (``lock_references``, ``FOR KEY SHARE`` as the trigger
+    would), so the triggers are switched off for its statements (``session_replication_role`` =
+    replica, local to the transaction; the audit triggers stand aside inside the service anyway).
+    Unique, check and not-null constraints still hold. A database role that may not set the
+    parameter (``GRANT SET ON PARAMETER session_replication_role``) runs the same statements with the
+    triggers on.
+    """
+    if not importer.checks_references:
+        return importer.write(cursor)
+    cursor.execute(
+        "SELECT current_setting('session_replication_role'), "
+        "has_parameter_privilege('session_replication_role', 'SET')"
+    )
+    previous, allowed = cursor.fetchone()
+    if not allowed or previous == "replica":
+        return importer.write(cursor)
+    # Only the audit capture (the service records the import itself), the append-only guards (nothing
+    # is updated there) and what the importer names may be skipped: any other trigger on a written
+    # table (one added later, say) keeps every trigger on.
+    cursor.execute(
+        """
+        SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgrelid = ANY(%s::regclass[])
+           AND p.proname <> ALL(%s)
+        """,
+        [
+            list(importer.written_tables),
+            ["scrm_capture_changes", "scrm_refuse_change", *importer.skippable_triggers],
+        ],
+    )
+    if cursor.fetchone()[0] or not importer.written_tables:
+        return importer.write(cursor)
+    cursor.execute("SELECT set_config('session_replication_role', 'replica', true)")
+    counts = importer.write(cursor)
+    # On an error the transaction (or savepoint) rolls back and takes the setting with it.
+    cursor.execute("SELECT set_config('session_replication_role', %s, true)", [previous])
+    return counts
+
+
+def lock_references(cursor: Any, table: str, ids_sql: str, params: Any = None, *, key: str = "id") -> None:
+    """Lock the rows of ``table`` whose ``key`` (the id) ``ids_sql`` selects, as a foreign-key check would.
+
+    ``FOR KEY SHARE`` keeps them from being deleted (or their key changed) until the import commits;
+    an id no longer there (deleted since the lookups were read) refuses the import as a whole.
+    """
+    cursor.execute(
+        f"""
+        WITH wanted AS (SELECT DISTINCT id FROM ({ids_sql}) w(id) WHERE id IS NOT NULL),
+             locked AS (SELECT r.{key} FROM {table} r WHERE r.{key} IN (SELECT id FROM wanted)
+                        FOR KEY SHARE OF r)
+        SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked)
+        """,
+        params,
+    )
+    if cursor.fetchone()[0]:
+        raise FileRefused(
+            _(
+                "Data this file refers to changed while it was imported; nothing was imported. "
+                "Import it again."
+            ),
+            code="changed",
+        )
 
 
 def _move_late_problems(
@@ -870,7 +989,9 @@ def job_progress(job: ImportJob) -> dict[str, Any]:
 
 def _progress_reporter(job_id: int) -> Callable[[int, int | None], None]:
     def report(done: int, total: int | None) -> None:
-        cache.set(progress_key(job_id), (done, total), PROGRESS_TIMEOUT)
+        cache.set_many(
+            {progress_key(job_id): (done, total), heartbeat_key(job_id): time.time()}, PROGRESS_TIMEOUT
+        )
 
     return report
 
@@ -944,7 +1065,38 @@ def _finish(job: ImportJob, result: ImportResult, *, state: str) -> None:
     job.save(update_fields=["counts", "state", "rows_done", "finished_at", "error_file"])
 
 
+# A worker holds this session-level advisory lock (with the job id) for as long as it runs a job: a live
+# run is never started twice, and the reconciler can tell a dead worker (the lock went with its
+# connection) from a slow one. The key is "IMPJ" in ASCII.
+JOB_LOCK = 0x494D504A
+
+
+def _try_lock(job_id: int, *, session: bool) -> bool:
+    function = "pg_try_advisory_lock" if session else "pg_try_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s, %s)", [JOB_LOCK, job_id])
+        return bool(cursor.fetchone()[0])
+
+
+def _unlock(job_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [JOB_LOCK, job_id])
+
+
+def heartbeat_key(job_id: int) -> str:
+    return f"imports:heartbeat:{job_id}"
+
+
 def _run_job(job_id: int, *, dry_run: bool) -> ImportJob | None:
+    if not _try_lock(job_id, session=True):
+        return ImportJob.objects.filter(pk=job_id).first()  # another worker is running it
+    try:
+        return _run_job_locked(job_id, dry_run=dry_run)
+    finally:
+        _unlock(job_id)
+
+
+def _run_job_locked(job_id: int, *, dry_run: bool) -> ImportJob | None:
     job = ImportJob.objects.select_related("created_by").filter(pk=job_id).first()
     if job is None:
         return None
@@ -955,20 +1107,24 @@ def _run_job(job_id: int, *, dry_run: bool) -> ImportJob | None:
     )
     if job.state != expected:
         return job  # already done (a redelivered message): nothing to do twice
-    _mark(job.pk, state=running, started_at=timezone.now(), rows_done=0, error="")
+    _mark(job.pk, state=running, started_at=timezone.now(), rows_done=0, error="", attempts=F("attempts") + 1)
     job.state = running
     actor = Actor.for_user(job.created_by) if job.created_by else Actor.system("import")
     try:
-        result = run_import(
-            job.resource,
-            job.file.path,
-            actor=actor,
-            dry_run=dry_run,
-            file_name=job.original_name,
-            expected_sha256=job.sha256,
-            progress=_progress_reporter(job.pk),
-            job=job,
-        )
+        # The import and the job's "done" commit together: a worker lost before the commit left
+        # nothing, one lost after it left a finished job, so a re-queued run never imports twice.
+        with transaction.atomic():
+            result = run_import(
+                job.resource,
+                job.file.path,
+                actor=actor,
+                dry_run=dry_run,
+                file_name=job.original_name,
+                expected_sha256=job.sha256,
+                progress=_progress_reporter(job.pk),
+                job=job,
+            )
+            _finish(job, result, state=ImportJob.State.VALIDATED if dry_run else ImportJob.State.DONE)
     except (FileRefused, ImportNotAllowed) as refused:
         _mark(job.pk, state=ImportJob.State.FAILED, error=refused.message, finished_at=timezone.now())
         with audit.app_audited():
@@ -981,8 +1137,7 @@ def _run_job(job_id: int, *, dry_run: bool) -> ImportJob | None:
         job.refresh_from_db()
         return job
     finally:
-        cache.delete(progress_key(job.pk))
-    _finish(job, result, state=ImportJob.State.VALIDATED if dry_run else ImportJob.State.DONE)
+        cache.delete_many([progress_key(job.pk), heartbeat_key(job.pk)])
     return job
 
 
@@ -1027,3 +1182,101 @@ def settings_limits_text() -> str:
         "size": excel._human_size(limits.max_bytes),
         "rows": f"{limits.max_rows:,}",
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Maintenance (periodic tasks): jobs whose worker died, old job files
+
+
+@dataclass
+class ReconcileResult:
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def _last_sign_of_life(job: ImportJob) -> float:
+    beat = cache.get(heartbeat_key(job.pk))
+    started = (job.started_at or job.created_at).timestamp()
+    return max(started, beat or 0.0)
+
+
+def reconcile_import_jobs(*, now: datetime.datetime | None = None) -> ReconcileResult:
+    """Re-queue, or fail, jobs left checking or importing by a worker that died.
+
+    A job is stalled when it reported no progress for ``SCRM_IMPORT_STALL_SECONDS`` and no worker
+    holds its lock (a live worker keeps it for the whole run, through the long SQL steps that report
+    no progress). A run is one transaction, so a dead run left nothing half-written and running it
+    again is safe; after ``SCRM_IMPORT_MAX_ATTEMPTS`` runs (a file that kills its worker, say by
+    memory) or without its file, the job fails with a message saying so.
+    """
+    from .tasks import import_task, validate_import_task
+
+    now = now or timezone.now()
+    cutoff = now.timestamp() - settings.SCRM_IMPORT_STALL_SECONDS
+    running = (ImportJob.State.VALIDATING, ImportJob.State.IMPORTING)
+    result = ReconcileResult()
+    for job in ImportJob.objects.filter(state__in=running).order_by("pk"):
+        if _last_sign_of_life(job) > cutoff:
+            continue
+        with transaction.atomic(), audit.app_audited():
+            job = ImportJob.objects.select_for_update().filter(pk=job.pk, state__in=running).first()
+            if job is None or not _try_lock(job.pk, session=False):
+                continue  # finished meanwhile, or a worker is alive and busy
+            checking = job.state == ImportJob.State.VALIDATING
+            file_present = bool(job.file) and job.file.storage.exists(job.file.name)
+            if job.attempts >= settings.SCRM_IMPORT_MAX_ATTEMPTS or not file_present:
+                with translation.override(settings.LANGUAGE_CODE):
+                    if file_present:
+                        error = _(
+                            "The worker running this %(step)s stopped %(times)d times; nothing was "
+                            "imported. Split the file into smaller files and upload them again."
+                        ) % {"step": _("check") if checking else _("import"), "times": job.attempts}
+                    else:
+                        error = _("The file of this import is gone; nothing was imported. Upload it again.")
+                _mark(job.pk, state=ImportJob.State.FAILED, error=error, finished_at=now)
+                result.failed.append(job.pk)
+                action = "import.abandoned"
+            else:
+                # Checking starts again from "uploaded"; importing stays "importing" (as confirmed).
+                # The stall clock restarts, so a run still waiting in a busy queue is not sent twice.
+                _mark(job.pk, started_at=now, **({"state": ImportJob.State.UPLOADED} if checking else {}))
+                task = validate_import_task if checking else import_task
+                transaction.on_commit(lambda task=task, pk=job.pk: task.delay(pk))
+                result.requeued.append(job.pk)
+                action = "import.requeued"
+            audit.record(
+                Actor.system("reconcile_import_jobs"),
+                action,
+                target=job,
+                changes={"state": job.state, "attempts": job.attempts, "resource": job.resource},
+            )
+        cache.delete_many([progress_key(job.pk), heartbeat_key(job.pk)])
+    return result
+
+
+def delete_old_import_files(*, days: int, now: datetime.datetime | None = None) -> int:
+    """Delete the uploads and invalid-row workbooks of import jobs created more than ``days`` ago.
+
+    The job rows stay (with their counts and audit trail). A job still waiting for confirmation loses
+    its file too and is failed with a message; running jobs are left alone.
+    """
+    now = now or timezone.now()
+    before = now - datetime.timedelta(days=days)
+    old = ImportJob.objects.filter(created_at__lt=before).exclude(
+        state__in=(ImportJob.State.VALIDATING, ImportJob.State.IMPORTING)
+    )
+    deleted = 0
+    for job in old.exclude(file="", error_file="").iterator():
+        for stored in (job.file, job.error_file):
+            if stored:
+                stored.delete(save=False)
+                deleted += 1
+        values: dict[str, Any] = {"file": "", "error_file": ""}
+        if job.state in (ImportJob.State.UPLOADED, ImportJob.State.VALIDATED):
+            with translation.override(settings.LANGUAGE_CODE):
+                values["error"] = _(
+                    "Not confirmed within %(days)d days: the file was deleted. Upload it again."
+                ) % {"days": days}
+            values.update(state=ImportJob.State.FAILED, finished_at=now)
+        _mark(job.pk, **values)
+    return deleted

@@ -68,6 +68,8 @@ class ImportJob(models.Model):
     rows_total = models.PositiveIntegerField(_("rows"), null=True, blank=True)
     rows_done = models.PositiveIntegerField(_("rows processed"), default=0)
     counts = models.JSONField(_("counts"), default=dict, blank=True)
+    # Runs started for the current step; the reconciler re-queues a run whose worker died, up to a limit.
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     error_file = models.FileField(_("invalid rows"), upload_to="imports/errors/%Y/%m/", blank=True)
     error = models.TextField(_("error"), blank=True)
     created_by = models.ForeignKey(

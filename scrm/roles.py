@@ -19,7 +19,7 @@ class Role(models.TextChoices):
 HQ_ROLES = frozenset({Role.HQ_ADMIN, Role.HQ_OPERATOR, Role.AUDITOR})
 
 # Business apps whose models HQ works with in the admin.
-BUSINESS_APPS = ("stores", "members", "campaigns")
+BUSINESS_APPS = ("stores", "members", "loyalty", "campaigns")
 
 # Permission codename patterns per role: (app_label, action) pairs; "*" is every app label.
 # Store managers and guides get no model permissions beyond revealing a number (with a reason, audited
@@ -32,8 +32,12 @@ ROLE_PERMISSIONS: dict[str, set[tuple[str, str]]] = {
         ("members", "view_full_mobile"),
         ("members", "export"),
         ("members", "reveal_mobile"),
+        # Merge proposals from the integrations: operators review them; API clients stay with admins.
+        ("api", "view_mergeproposal"),
+        ("api", "change_mergeproposal"),
+        ("api", "view_webhookdelivery"),
     },
-    Role.AUDITOR: {(app, "view") for app in (*BUSINESS_APPS, "scrm", "auth")}
+    Role.AUDITOR: {(app, "view") for app in (*BUSINESS_APPS, "scrm", "auth", "api")}
     | {("members", "view_full_mobile")},
     Role.STORE_MANAGER: {("members", "reveal_mobile")},
     Role.GUIDE: {("members", "reveal_mobile")},

@@ -3,13 +3,15 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 
-from .roles import is_hq
+from .roles import Role, is_hq, role_of
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """HQ works in the admin; store staff on the mobile workbench."""
-    return redirect("admin:index" if is_hq(request.user) else "guides:members")
+    """HQ works in the admin; a manager starts on the store's board, a guide on today's tasks."""
+    if is_hq(request.user):
+        return redirect("admin:index")
+    return redirect("guides:store" if role_of(request.user) == Role.STORE_MANAGER else "guides:today")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -305,6 +305,20 @@ class GuideImporter(Importer):
     model = Guide
     key_index = 1
     key_column = "employee_no"
+
+    @classmethod
+    def required_permissions(cls) -> tuple[str, ...]:
+        # Importing guides creates logins and gives them a staff role: the right to manage users too,
+        # so whoever may only edit guides cannot mint store-manager logins in bulk.
+        return (*super().required_permissions(), "auth.add_user", "auth.change_user")
+
+    @classmethod
+    def refused_text(cls) -> str:
+        return _(
+            "You may not import guides: it needs permission to add and change guides and to add "
+            "and change users, since it creates their logins."
+        )
+
     key_label = gettext_lazy("The employee number")
     columns = (
         Column(

@@ -25,12 +25,18 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "import_export",
     "scrm",
     "stores",
     "members",
+    "loyalty",
     "campaigns",
     "guides",
+    "api",
+    # Reads from every app above, so it comes last (see README "HQ dashboard").
+    "dashboard",
     "axes",
 ]
 
@@ -93,6 +99,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # from elsewhere; the failures are rows in the database, so they survive a restart of Redis.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "guides.backends.StaffLoginBackend",  # employee number or mobile + password
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("SCRM_LOGIN_FAILURE_LIMIT", default=5)
@@ -174,6 +181,24 @@ CACHES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The integrations API (api/) answers every error in one JSON shape, translated, never a trace.
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+}
+# OpenAPI schema of /api/v1/; the reference page serves Swagger UI from our own static files.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SCRM API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SalesChannelEnum": "members.models.Channel",
+        "ContactChannelEnum": "members.models.ContactChannel",
+    },
 }
 
 IMPORT_EXPORT_SKIP_ADMIN_ACTION_EXPORT_UI = False
@@ -202,3 +227,9 @@ SCRM_IMPORT_MAX_UNPACKED_BYTES = env.int("SCRM_IMPORT_MAX_UNPACKED_BYTES", defau
 SCRM_IMPORT_MAX_RATIO = env.int(
     "SCRM_IMPORT_MAX_RATIO", default=200
 )  # unpacked / packed size of one zip member
+# Import jobs: one still checking or importing with no progress for this long, and no worker holding
+# it, is re-queued (at most SCRM_IMPORT_MAX_ATTEMPTS runs) or failed; job files (uploads, invalid-row
+# workbooks, exports) are deleted this many days after the job was created.
+SCRM_IMPORT_STALL_SECONDS = env.int("SCRM_IMPORT_STALL_SECONDS", default=15 * 60)
+SCRM_IMPORT_MAX_ATTEMPTS = env.int("SCRM_IMPORT_MAX_ATTEMPTS", default=3)
+SCRM_JOB_FILES_KEEP_DAYS = env.int("SCRM_JOB_FILES_KEEP_DAYS", default=30)

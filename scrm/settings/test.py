@@ -17,5 +17,6 @@ WHITENOISE_AUTOREFRESH = True  # serve from the finders; tests never run collect
 # lockout stays on in tests (a locked-out user cannot client.login either).
 AUTHENTICATION_BACKENDS = [
     "tests.scrm.client_login.ClientLoginAxesBackend",
+    "guides.backends.StaffLoginBackend",  # employee number or mobile + password
     "django.contrib.auth.backends.ModelBackend",
 ]

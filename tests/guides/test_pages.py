@@ -136,8 +136,8 @@ def test_the_list_query_count_does_not_grow_with_rows(client, guide, n_members, 
     tier = TierFactory(code="silver", name="银卡", rank=2)
     MemberFactory.create_batch(n_members, home_store=guide.store, guide=guide, tier=tier)
     client.force_login(guide.user)
-    # session, user, role, staff profile, store, count, page of rows
-    with django_assert_num_queries(7):
+    # session, user, role, staff profile, store, count, page of rows, tiers for the filter
+    with django_assert_num_queries(8):
         response = client.get(reverse("guides:members"))
     assert len(response.context["rows"]) == n_members
 
@@ -150,7 +150,8 @@ def test_the_managers_list_query_count_does_not_grow_with_rows(
     for i in range(n_members):
         MemberFactory(home_store=manager.store, guide=guides[i % 2])
     client.force_login(manager.user)
-    with django_assert_num_queries(7):
+    # … plus the colleagues who can receive selected members
+    with django_assert_num_queries(9):
         response = client.get(reverse("guides:members"))
     assert len(response.context["rows"]) == n_members
 
@@ -263,8 +264,9 @@ def test_the_member_page_query_count_does_not_grow_with_orders(client, guide, dj
     for order in OrderFactory.create_batch(10, member=member):
         OrderLineFactory.create_batch(2, order=order)
     client.force_login(guide.user)
-    # session, user, role, staff profile, member (with tier, guide, store), tags, orders (with store), lines
-    with django_assert_num_queries(8):
+    # session, user, role, staff profile, member (with tier, guide, store), tags, orders (with store), lines,
+    # notes (with their authors)
+    with django_assert_num_queries(9):
         assert client.get(reverse("guides:member", args=[member.pk])).status_code == 200
 
 

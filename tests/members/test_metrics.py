@@ -5,8 +5,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from members.metrics import refresh_member_metrics
-from members.models import Member
+from members.metrics import MetricsRefresh, refresh_member_metrics, refresh_member_metrics_detailed
+from members.models import LifecycleTransition, Member
 from scrm.models import AuditEvent
 from tests.factories import MemberFactory, OrderFactory
 
@@ -79,7 +79,7 @@ def test_metrics_count_paid_orders_net_of_refunds_and_ignore_cancelled_and_refun
         "spend_12m": Decimal("400.00"),
         "avg_order_value": Decimal("700.00"),
         "lifecycle_stage": "repeat",
-        "rfm_cell": "521",
+        "rfm_cell": "",  # no RFM edges cut yet (tests/members/test_rfm.py)
     }
 
 
@@ -112,13 +112,25 @@ def test_orders_of_other_members_and_non_members_do_not_leak_into_a_members_metr
 
 def test_the_nightly_recompute_gives_exactly_the_values_the_incremental_refresh_gave():
     members = MemberFactory.create_batch(6)
+    for i, member in enumerate(members[:3]):
+        OrderFactory(member=member, paid_at=days_ago(200 + i), amount=Decimal(80 + i))
+    refresh_member_metrics(None, now=NOW)  # a nightly run: metrics, then RFM edges over 3 buyers
     for i, member in enumerate(members):
         for j in range(i):
             OrderFactory(member=member, paid_at=days_ago(15 * j + i), amount=Decimal(120 + 37 * j))
         refresh_member_metrics([member.pk], now=NOW)  # as the order path does, one member at a time
     incremental = {m.pk: metrics(m) for m in members}
-    assert refresh_member_metrics(None, now=NOW) == 0  # nothing to change
+    transitions = LifecycleTransition.objects.count()
+    assert {m["rfm_cell"] for m in incremental.values()} - {""}  # scored against the stored edges
+    # The nightly statement over every member, with the same edges: nothing to change, no transition.
+    assert refresh_member_metrics_detailed(None, now=NOW) == MetricsRefresh(0, 0)
     assert {m.pk: metrics(m) for m in members} == incremental
+    assert LifecycleTransition.objects.count() == transitions
+    # After a nightly run (edges re-cut), an incremental refresh agrees with it too.
+    refresh_member_metrics(None, now=NOW)
+    nightly = {m.pk: metrics(m) for m in members}
+    assert refresh_member_metrics([m.pk for m in members], now=NOW) == 0
+    assert {m.pk: metrics(m) for m in members} == nightly
 
 
 def test_the_recompute_command_refreshes_recency_and_is_audited():
@@ -128,4 +140,10 @@ def test_the_recompute_command_refreshes_recency_and_is_audited():
     assert metrics(member)["lifecycle_stage"] == "first_purchase"
     call_command("recompute_member_metrics")
     assert metrics(member)["lifecycle_stage"] == "dormant"
-    assert AuditEvent.objects.get(action="member.metrics_recomputed").changes == {"changed": 1}
+    assert AuditEvent.objects.get(action="member.metrics_recomputed").changes == {
+        "changed": 1,
+        "transitions": 1,
+        "rfm_cells_changed": 1,  # the only buyer, scored against edges cut over itself: "111"
+        "rfm_populations": 1,
+    }
+    assert metrics(member)["rfm_cell"] == "111"

@@ -298,8 +298,8 @@ def test_a_second_run_adds_nothing_and_prints_the_logins_again():
         ("hq_admin", "admin:index"),
         ("hq_operator", "admin:index"),
         ("auditor", "admin:index"),
-        ("sh001-01", "guides:members"),
-        ("sh001-02", "guides:members"),
+        ("sh001-01", "guides:store"),
+        ("sh001-02", "guides:today"),
     ],
 )
 def test_each_demo_login_works_and_lands_where_its_role_goes(seeded, client, username, lands_on):

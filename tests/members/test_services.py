@@ -181,7 +181,10 @@ def test_record_orders_is_idempotent_by_channel_and_number(system_actor):
     assert Order.objects.get(external_no="A3").member is None
     assert Order.objects.get(external_no="A1").lines.get().quantity == 2
     assert Order.objects.get(external_no="A1").item_count == 2
-    assert AuditEvent.objects.filter(action="order.created").count() == 3
+    # One audit event per batch lists every order created; the repeated batch created none.
+    event = AuditEvent.objects.get(action="orders.created")
+    assert event.changes["count"] == 3
+    assert sorted(row[2] for row in event.changes["orders"]) == ["A1", "A2", "A3"]
 
 
 def test_the_same_number_on_two_channels_is_two_orders_but_twice_in_a_batch_is_refused(system_actor):
@@ -206,7 +209,9 @@ def test_orders_update_the_buyers_metrics_at_once(system_actor):
     assert member.order_count == 2
     assert member.lifecycle_stage == "repeat"
     assert member.avg_order_value == Decimal("200.00")
-    assert member.rfm_cell == "521"
+    assert (
+        member.rfm_cell == ""
+    )  # scored once the nightly run has cut the RFM edges (tests/members/test_rfm.py)
 
 
 def test_a_non_positive_quantity_or_a_refund_above_the_amount_is_refused_by_the_database():

@@ -1,5 +1,7 @@
 """The admin foundations: estimated counts, the audit trail's admin, and every registered page."""
 
+import datetime
+
 import pytest
 from django.contrib import admin
 from django.db import connection
@@ -8,14 +10,20 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import pgettext
 
-from members.models import ConsentRecord, Member, OrderLine
+from api.models import MergeProposal, WebhookDelivery, WebhookEndpoint
+from api.services import create_api_client
+from campaigns.models import ContactPolicy, Festival, Journey
+from members.metrics import refresh_member_metrics
+from members.models import ConsentRecord, LifecycleSettings, Member, OrderLine, RfmSettings
 from members.privacy import open_data_request
 from members.services import add_points, assign_guide, create_member, record_consent, tag_member
 from scrm.admin_base import EstimatedCountPaginator
 from scrm.audit import Actor, record
 from scrm.models import AuditEvent
 from scrm.roles import sync_role_groups
+from tests.campaigns.factories import TaskFactory
 from tests.factories import GuideFactory, OrderLineFactory, StoreFactory, TagFactory, TierFactory
+from tests.loyalty.world import make_loyalty_rows
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -213,6 +221,24 @@ def one_of_everything(db, hq_admin):
     OrderLineFactory(order__member=member)
     member.identities.create(platform="wechat_unionid", external_id="u-1")
     open_data_request(member, kind="access", channel="hq_admin", details="", actor=actor)
+    LifecycleSettings.objects.create()
+    RfmSettings.objects.create()
+    refresh_member_metrics(None)  # the order: a lifecycle transition and the RFM edges
+    # campaigns: a task brings its run, campaign, segment and script
+    task = TaskFactory(store=store, member=member, guide=guide)
+    ContactPolicy.objects.create()
+    Festival.objects.create(name="双11", date=datetime.date(2026, 11, 11))
+    journey = Journey.objects.create(name="新会员旅程")
+    journey.steps.create(
+        name="入会3天", event="joined", offset_days=3, channel="wecom", script=task.run.campaign.script
+    )
+    # api: a client, a merge proposal, a webhook and one delivery
+    create_api_client(name="POS", scopes=["read"], actor=actor)
+    duplicate = create_member(mobile="13912345678", home_store=store, actor=actor)
+    MergeProposal.objects.create(survivor=member, duplicate=duplicate)
+    endpoint = WebhookEndpoint.objects.create(name="bi", url="http://127.0.0.1:9/", secret="x", events=[])
+    WebhookDelivery.objects.create(endpoint=endpoint, event="member.merged", payload={})
+    make_loyalty_rows(member, actor)
     assert OrderLine.objects.exists()
 
 
@@ -227,7 +253,9 @@ def test_every_admin_page_opens_for_hq_admin(client, hq_admin, one_of_everything
     assert obj is not None, f"no {opts.label} to open"
     client.force_login(hq_admin)
 
-    changelist = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+    changelist = client.get(
+        reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"), follow=True
+    )  # a settings row redirects to itself
     change = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
     add = client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
 

@@ -162,3 +162,23 @@ def test_a_dry_run_creates_no_login(stores, tmp_path):
     assert counts(result)["new"] == 1
     assert not Guide.objects.exists()
     assert get_user_model().objects.count() == users
+
+
+def test_importing_guides_needs_the_right_to_manage_logins(stores, tmp_path):
+    from scrm.imports import ImportNotAllowed, importers_for
+
+    path = write_xlsx(tmp_path / "g.xlsx", [HEADERS_ZH, row()])
+    operator = UserFactory(role=Role.HQ_OPERATOR)  # may add and change guides, not users
+    admin = UserFactory(role=Role.HQ_ADMIN)
+    assert operator.has_perms(["stores.add_guide", "stores.change_guide"])
+
+    with translation.override("en"), pytest.raises(ImportNotAllowed) as refused:
+        run_import("guides", path, actor=Actor.for_user(operator), dry_run=True)
+    assert "creates their logins" in refused.value.message
+    assert "guides" not in [i.name for i in importers_for(operator)]
+    assert "stores" in [i.name for i in importers_for(operator)]
+    assert not Guide.objects.exists() and not get_user_model().objects.filter(username="e10001").exists()
+
+    with translation.override("en"):
+        result = run_import("guides", path, actor=Actor.for_user(admin), dry_run=False)
+    assert result.counts["new"] == 1
