@@ -28,35 +28,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _db import database_exists, database_url, drop_database, recreate_database  # noqa: E402
+from _fill import CITIES, GIVEN, SURNAMES, insert_guides, insert_regions, sql_array  # noqa: E402
 
 BENCH_DATABASE = "scrm_bench"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
 STORES = 1000
 GUIDES_PER_STORE = 5
 MOBILE_PREFIXES = ("138", "139", "150", "186", "177")
-# 20 surnames and 40 given-name characters: the SQL below indexes them modulo those sizes.
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红梅鹏飞斌宇浩凯晨琳雪婷颖"
-CITIES = ("上海", "北京", "广州", "深圳", "杭州", "南京", "成都", "武汉", "西安", "重庆", "苏州", "天津")
-REGIONS = (
-    ("EAST", "华东"),
-    ("NORTH", "华北"),
-    ("SOUTH", "华南"),
-    ("CENTRAL", "华中"),
-    ("SOUTHWEST", "西南"),
-    ("NORTHWEST", "西北"),
-    ("NORTHEAST", "东北"),
-    ("HKMO", "港澳"),
-)
 
 
 def mobile_of(i: int) -> str:
     """The mobile the SQL below gives member number ``i`` (1-based)."""
     return f"+86{MOBILE_PREFIXES[i % 5]}{i // 5:08d}"
-
-
-def sql_array(items) -> str:
-    return "ARRAY[" + ",".join("'" + str(item).replace("'", "''") + "'" for item in items) + "]"
 
 
 def fill(members: int) -> None:
@@ -69,9 +52,7 @@ def fill(members: int) -> None:
         # Synthetic data in a throwaway database: the catch-all audit triggers stand aside.
         cursor.execute("SELECT set_config('scrm.app_audited', 'on', false)")
         cursor.execute("SET synchronous_commit = off")
-        cursor.executemany(
-            "INSERT INTO stores_region (code, name) VALUES (%s, %s)", [list(region) for region in REGIONS]
-        )
+        insert_regions(cursor)
         cursor.execute(
             f"""
             INSERT INTO stores_store (code, name, region_id, province, city, address, status, opened_on)
@@ -84,25 +65,11 @@ def fill(members: int) -> None:
                    (SELECT array_agg(id ORDER BY id) AS ids FROM stores_region) r
             """
         )
-        guides = STORES * GUIDES_PER_STORE
-        cursor.execute(
-            f"""
-            INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
-                                   is_staff, is_active, date_joined)
-            SELECT '!', false, 'guide' || i, '', '', '', false, true, now()
-              FROM generate_series(1, {guides}) AS i
-            """
-        )
-        cursor.execute(
-            f"""
-            INSERT INTO stores_guide (user_id, store_id, employee_no, name, mobile, position, status,
-                                      joined_on, left_on)
-            SELECT u.id, s.ids[1 + (i - 1) / {GUIDES_PER_STORE}], 'E' || lpad(i::text, 6, '0'),
-                   ({surnames})[1 + i % 20] || ({given})[1 + i % 40], '', 'guide', 'active', NULL, NULL
-              FROM generate_series(1, {guides}) AS i
-              JOIN auth_user u ON u.username = 'guide' || i,
-                   (SELECT array_agg(id ORDER BY id) AS ids FROM stores_store) s
-            """
+        insert_guides(
+            cursor,
+            guides=STORES * GUIDES_PER_STORE,
+            per_store=GUIDES_PER_STORE,
+            name_sql=f"({surnames})[1 + i % 20] || ({given})[1 + i % 40]",
         )
         cursor.execute(
             """

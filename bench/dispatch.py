@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _db import database_url, drop_database, recreate_database  # noqa: E402
+from _worker import celery_worker_command  # noqa: E402
 
 BENCH_DATABASE = "scrm_bench_dispatch"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
@@ -149,25 +150,7 @@ def bare_store_task(run_id: int, store_id: int) -> int:
 def start_worker(queue: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     log = Path(tempfile.mkstemp(prefix="bench-dispatch-worker-", suffix=".log")[1])
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "scrm",
-            "worker",
-            "-I",
-            "bench.dispatch",
-            "-Q",
-            queue,
-            "-c",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "info",
-        ],
+        celery_worker_command(queue, include="bench.dispatch"),
         cwd=ROOT,
         env={**env, "CELERY_QUEUE": queue, "DJANGO_SETTINGS_MODULE": "scrm.settings.test"},
         stdout=log.open("wb"),

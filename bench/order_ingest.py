@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _db import database_url, drop_database, recreate_database  # noqa: E402
+from _fill import insert_guides  # noqa: E402
 
 BENCH_DATABASE = "scrm_bench_orders"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
@@ -57,24 +58,8 @@ def fill(members: int, history: int) -> None:
                    (SELECT array_agg(id ORDER BY id) AS ids FROM stores_region) r
             """
         )
-        guides = STORES * GUIDES_PER_STORE
-        cursor.execute(
-            f"""
-            INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
-                                   is_staff, is_active, date_joined)
-            SELECT '!', false, 'guide' || i, '', '', '', false, true, now()
-              FROM generate_series(1, {guides}) AS i
-            """
-        )
-        cursor.execute(
-            f"""
-            INSERT INTO stores_guide (user_id, store_id, employee_no, name, mobile, position, status)
-            SELECT u.id, s.ids[1 + (i - 1) / {GUIDES_PER_STORE}], 'E' || lpad(i::text, 6, '0'),
-                   '导购' || i, '', 'guide', 'active'
-              FROM generate_series(1, {guides}) AS i
-              JOIN auth_user u ON u.username = 'guide' || i,
-                   (SELECT array_agg(id ORDER BY id) AS ids FROM stores_store) s
-            """
+        insert_guides(
+            cursor, guides=STORES * GUIDES_PER_STORE, per_store=GUIDES_PER_STORE, name_sql="'导购' || i"
         )
         cursor.execute(
             f"""

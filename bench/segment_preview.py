@@ -36,23 +36,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _db import database_exists, database_url, drop_database, recreate_database  # noqa: E402
+from _fill import CITIES, GIVEN, SURNAMES, insert_regions, sql_array  # noqa: E402
 
 BENCH_DATABASE = "scrm_bench_segments"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/scrm"
 STORES = 1000
 GUIDES_PER_STORE = 5
 TAGS = 40
-CITIES = ("上海", "北京", "广州", "深圳", "杭州", "南京", "成都", "武汉", "西安", "重庆", "苏州", "天津")
-REGIONS = (
-    ("EAST", "华东"),
-    ("NORTH", "华北"),
-    ("SOUTH", "华南"),
-    ("CENTRAL", "华中"),
-    ("SOUTHWEST", "西南"),
-    ("NORTHWEST", "西北"),
-    ("NORTHEAST", "东北"),
-    ("HKMO", "港澳"),
-)
 CATEGORIES = (
     "护肤",
     "彩妆",
@@ -67,12 +57,6 @@ CATEGORIES = (
     "母婴",
     "配饰",
 )
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红梅鹏飞斌宇浩凯晨琳雪婷颖"
-
-
-def sql_array(items) -> str:
-    return "ARRAY[" + ",".join("'" + str(item).replace("'", "''") + "'" for item in items) + "]"
 
 
 def fill(members: int, orders: int) -> dict[str, float]:
@@ -98,9 +82,7 @@ def fill(members: int, orders: int) -> dict[str, float]:
         # the generated rows are consistent by construction.
         cursor.execute("SET session_replication_role = replica")
         cursor.execute("SELECT setseed(0.42)")  # the same data on every run
-        cursor.executemany(
-            "INSERT INTO stores_region (code, name) VALUES (%s, %s)", [list(region) for region in REGIONS]
-        )
+        insert_regions(cursor)
         step(
             "stores",
             f"""

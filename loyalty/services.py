@@ -72,6 +72,28 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
         yield rows[start : start + size]
 
 
+def _audit_coupon_chunks(
+    actor: Actor, action: str, rows: list[dict[str, Any]], changes: dict[str, Any]
+) -> None:
+    """One event per chunk of coupons, listing its [coupon id, member id] pairs, plus ``changes``.
+
+    A per-coupon event costs about as much as the coupon itself (the trail's hash chain).
+    """
+    _bulk_audit(
+        actor,
+        action,
+        (
+            (
+                "loyalty.coupon",
+                chunk[0]["id"],
+                None,
+                {"coupons": [[row["id"], row["member_id"]] for row in chunk], **changes},
+            )
+            for chunk in _chunks(rows, AUDIT_CHUNK)
+        ),
+    )
+
+
 def _fetch(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -766,27 +788,12 @@ def issue_coupons(
         *limit_params,
     ]
     rows = _fetch(sql, params)
-    # One event per chunk of coupons, each listing its [coupon id, member id] pairs: a per-coupon event
-    # costs about as much as the coupon itself (the trail's hash chain), and the coupon rows keep who
-    # issued them, when, from which source.
-    _bulk_audit(
+    # The coupon rows keep who issued them, when, from which source.
+    _audit_coupon_chunks(
         actor,
         "coupon.issued",
-        (
-            (
-                "loyalty.coupon",
-                chunk[0]["id"],
-                None,
-                {
-                    "coupons": [[row["id"], row["member_id"]] for row in chunk],
-                    "template": template.code,
-                    "source": source,
-                    "source_ref": source_ref,
-                    "expires_at": expires_at,
-                },
-            )
-            for chunk in _chunks(rows, AUDIT_CHUNK)
-        ),
+        rows,
+        {"template": template.code, "source": source, "source_ref": source_ref, "expires_at": expires_at},
     )
     audit.record(
         actor,
@@ -884,21 +891,11 @@ def expire_coupons(*, actor: Actor, now: datetime.datetime | None = None) -> Loy
                 """,
                 {"now": now, "limit": COUPON_EXPIRY_BATCH_SIZE},
             )
-            _bulk_audit(
+            _audit_coupon_chunks(
                 actor,
                 "coupon.expired",
-                (
-                    (
-                        "loyalty.coupon",
-                        chunk[0]["id"],
-                        None,
-                        {
-                            "coupons": [[row["id"], row["member_id"]] for row in chunk],
-                            "status": ["issued", "expired"],
-                        },
-                    )
-                    for chunk in _chunks(sorted(rows, key=lambda row: row["id"]), AUDIT_CHUNK)
-                ),
+                sorted(rows, key=lambda row: row["id"]),
+                {"status": ["issued", "expired"]},
             )
         total += len(rows)
         if len(rows) < COUPON_EXPIRY_BATCH_SIZE:

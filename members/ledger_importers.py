@@ -16,6 +16,15 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from scrm.import_helpers import (
+    alias_choices,
+    alias_expected,
+    alias_options,
+    clean_lookup,
+    optional,
+    padded_row,
+    target_counts,
+)
 from scrm.imports import (
     CellError,
     Column,
@@ -24,7 +33,6 @@ from scrm.imports import (
     ImportNotAllowed,
     RowInvalid,
     clean_choice,
-    clean_code,
     clean_datetime,
     clean_decimal,
     clean_int,
@@ -60,17 +68,12 @@ ENTER_ACTION = gettext_lazy("Enter the action.")
 MOBILE_ALIASES = ("手机号", "手机", "手机号码", "会员手机号", "phone", "mobile number", "mobile phone")
 
 
-def _options(aliases: dict[Any, tuple[str, ...]]) -> list[str]:
-    return [names[0] for names in aliases.values()]
+def _unknown_store(code: str) -> str:
+    return _("No store has the code “%(code)s”.") % {"code": code}
 
 
-def _choices(aliases: dict[Any, tuple[str, ...]]) -> dict[str, str]:
-    """Every alias, the code and the translated label (lower-cased, full-width folded) → the code."""
-    choices: dict[str, str] = {}
-    for value, names in aliases.items():
-        for name in (*names, value.value, str(value.label)):
-            choices[unicodedata.normalize("NFKC", name).strip().lower()] = value.value
-    return choices
+def _unknown_guide(number: str) -> str:
+    return _("No guide has the employee number “%(no)s”.") % {"no": number}
 
 
 def _unknown_member(mobile: str) -> str:
@@ -90,16 +93,11 @@ def _member_problems(cursor: Any, *, for_order: bool = False) -> list[tuple[int,
     return [(row, "mobile", _unknown_member(mobile) + hint) for row, mobile in cursor.fetchall()]
 
 
+_clean_mobile = optional(clean_mobile)
+
+
 def _mobile(importer: Importer, cells: list[Any], problems: list[tuple[str, str]]) -> str | None:
-    raw = importer.cell(cells, "mobile")
-    if is_empty(raw):
-        problems.append(("mobile", str(ENTER_MOBILE)))
-        return None
-    try:
-        return clean_mobile(raw)
-    except CellError as error:
-        problems.append(("mobile", error.message))
-        return None
+    return importer.clean_cell(cells, "mobile", _clean_mobile, problems, missing=ENTER_MOBILE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +234,7 @@ class OrderImporter(Importer):
             gettext_lazy("Order status"),
             ("订单状态", "状态", "status"),
             example="已支付",
-            choices=lambda: _options(ORDER_STATUS_ALIASES),
+            choices=lambda: alias_options(ORDER_STATUS_ALIASES),
             width=12,
         ),
         Column("line_no", gettext_lazy("Line number"), ("行号", "明细行号", "line", "line no"), example=1),
@@ -292,8 +290,8 @@ class OrderImporter(Importer):
         self.guides: dict[str, int] = {no.strip().upper(): pk for no, pk in cursor.fetchall()}
         self.channels = channel_choices()
         self.channel_expected = " / ".join(_channel_options())
-        self.statuses = _choices(ORDER_STATUS_ALIASES)
-        self.status_expected = " / ".join(_options(ORDER_STATUS_ALIASES))
+        self.statuses = alias_choices(ORDER_STATUS_ALIASES)
+        self.status_expected = alias_expected(ORDER_STATUS_ALIASES)
         self.latest = self.context.now + datetime.timedelta(days=1)
         self.last_raw_paid_at: Any = None
         self.last_paid_at: datetime.datetime | None = None
@@ -312,8 +310,8 @@ class OrderImporter(Importer):
         return (channel, number) if channel and number else None
 
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
         add = problems.append
@@ -342,23 +340,13 @@ class OrderImporter(Importer):
         if paid_at is not None and paid_at > self.latest:
             add(("paid_at", _("The time paid is in the future.")))
 
-        mobile = None
-        if not is_empty(self.cell(cells, "mobile")):
-            mobile = _mobile(self, cells, problems)
+        mobile = self.clean_cell(cells, "mobile", _clean_mobile, problems)
 
         raw = self.cell(cells, "store")
         store_id = self.stores.get(raw) if type(raw) is str else None
-        code = self.clean_cell(cells, "store", clean_code, problems) if store_id is None else None
-        if code is not None:
-            store_id = self.stores.get(code)
-            if store_id is None:
-                add(("store", _("No store has the code “%(code)s”.") % {"code": code}))
-        guide_id = None
-        number_g = self.clean_cell(cells, "guide", clean_code, problems)
-        if number_g is not None:
-            guide_id = self.guides.get(number_g)
-            if guide_id is None:
-                add(("guide", _("No guide has the employee number “%(no)s”.") % {"no": number_g}))
+        if store_id is None:
+            store_id = clean_lookup(self, cells, "store", problems, self.stores, _unknown_store)
+        guide_id = clean_lookup(self, cells, "guide", problems, self.guides, _unknown_guide)
 
         amounts = {}
         for key in ("amount", "refunded", "line_amount"):
@@ -580,17 +568,13 @@ class OrderImporter(Importer):
                AND NOT EXISTS (SELECT 1 FROM members_orderline l WHERE l.order_id = t.order_id)
             """
         )
-        cursor.execute(
-            """
-            SELECT COALESCE(sum(row_count) FILTER (WHERE order_id IS NULL), 0),
-                   COALESCE(sum(row_count) FILTER (WHERE order_changed OR lines_changed), 0),
-                   COALESCE(sum(row_count) FILTER (WHERE order_id IS NOT NULL AND NOT order_changed
-                                                   AND NOT lines_changed), 0)
-              FROM import_target
-            """
+        return target_counts(
+            cursor,
+            new="order_id IS NULL",
+            updated="order_changed OR lines_changed",
+            unchanged="order_id IS NOT NULL AND NOT order_changed AND NOT lines_changed",
+            rows="row_count",
         )
-        new_rows, updated, unchanged = cursor.fetchone()
-        return {"new": int(new_rows), "updated": int(updated), "unchanged": int(unchanged)}
 
     def classify(self, cursor: Any) -> dict[str, int]:
         counts = self._build_target(cursor)
@@ -706,8 +690,8 @@ class MemberTagImporter(Importer):
             raise ImportNotAllowed(_("You may not remove member tags: the file has a “Remove tags” column."))
 
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
         mobile = _mobile(self, cells, problems)
@@ -746,11 +730,7 @@ class MemberTagImporter(Importer):
               FROM import_staging s JOIN members_member m ON m.mobile = s.mobile
             """
         )
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE changed), count(*) FILTER (WHERE NOT changed) FROM import_target"
-        )
-        updated, unchanged = cursor.fetchone()
-        return {"new": 0, "updated": updated, "unchanged": unchanged}
+        return target_counts(cursor, updated="changed", unchanged="NOT changed")
 
     def classify(self, cursor: Any) -> dict[str, int]:
         return self._build_target(cursor)
@@ -845,8 +825,8 @@ class PointsAdjustmentImporter(Importer):
         return ("members.add_pointsentry",)  # the ledger is append-only: nothing to change
 
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
         mobile = _mobile(self, cells, problems)
@@ -921,11 +901,7 @@ class PointsAdjustmentImporter(Importer):
               FROM import_staging s JOIN members_member m ON m.mobile = s.mobile
             """
         )
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE NOT known), count(*) FILTER (WHERE known) FROM import_target"
-        )
-        new, unchanged = cursor.fetchone()
-        return {"new": new, "updated": 0, "unchanged": unchanged}
+        return target_counts(cursor, new="NOT known", unchanged="known")
 
     def classify(self, cursor: Any) -> dict[str, int]:
         return self._build_target(cursor)
@@ -1012,7 +988,7 @@ class ConsentEventImporter(Importer):
             ("渠道", "触达渠道", "联系渠道", "channel"),
             required=True,
             example="短信",
-            choices=lambda: _options(CONTACT_ALIASES),
+            choices=lambda: alias_options(CONTACT_ALIASES),
             width=10,
         ),
         Column(
@@ -1020,7 +996,7 @@ class ConsentEventImporter(Importer):
             gettext_lazy("Purpose"),
             ("用途", "目的", "授权用途", "purpose"),
             example="营销",
-            choices=lambda: _options(PURPOSE_ALIASES),
+            choices=lambda: alias_options(PURPOSE_ALIASES),
             width=12,
         ),
         Column(
@@ -1029,7 +1005,7 @@ class ConsentEventImporter(Importer):
             ("操作", "授权状态", "动作", "action"),
             required=True,
             example="同意",
-            choices=lambda: _options(ACTION_ALIASES),
+            choices=lambda: alias_options(ACTION_ALIASES),
             width=12,
         ),
         Column(
@@ -1037,7 +1013,7 @@ class ConsentEventImporter(Importer):
             gettext_lazy("Source"),
             ("来源", "source"),
             example="门店POS",
-            choices=lambda: _options(SOURCE_ALIASES),
+            choices=lambda: alias_options(SOURCE_ALIASES),
             width=12,
         ),
         Column(
@@ -1045,7 +1021,7 @@ class ConsentEventImporter(Importer):
             gettext_lazy("Method"),
             ("方式", "授权方式", "method"),
             example="纸质表单",
-            choices=lambda: _options(METHOD_ALIASES),
+            choices=lambda: alias_options(METHOD_ALIASES),
             width=10,
         ),
         Column(
@@ -1094,11 +1070,14 @@ class ConsentEventImporter(Importer):
         self.notices = [(version, frozenset(purposes), at) for version, purposes, at in cursor.fetchall()]
         self.notice_purposes = {version: purposes for version, purposes, _at in self.notices}
         self.choices = {
-            "channel": (_choices(CONTACT_ALIASES), " / ".join(_options(CONTACT_ALIASES))),
-            "purpose": (_choices(PURPOSE_ALIASES), " / ".join(_options(PURPOSE_ALIASES))),
-            "action": (_choices(ACTION_ALIASES), " / ".join(_options(ACTION_ALIASES))),
-            "source": (_choices(SOURCE_ALIASES), " / ".join(_options(SOURCE_ALIASES))),
-            "method": (_choices(METHOD_ALIASES), " / ".join(_options(METHOD_ALIASES))),
+            key: (alias_choices(aliases), alias_expected(aliases))
+            for key, aliases in (
+                ("channel", CONTACT_ALIASES),
+                ("purpose", PURPOSE_ALIASES),
+                ("action", ACTION_ALIASES),
+                ("source", SOURCE_ALIASES),
+                ("method", METHOD_ALIASES),
+            )
         }
 
     def _notice_at(self, at: datetime.datetime) -> str | None:
@@ -1109,8 +1088,8 @@ class ConsentEventImporter(Importer):
         return version
 
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
         mobile = _mobile(self, cells, problems)
@@ -1215,11 +1194,7 @@ class ConsentEventImporter(Importer):
               FROM import_staging s JOIN members_member m ON m.mobile = s.mobile
             """
         )
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE NOT known), count(*) FILTER (WHERE known) FROM import_target"
-        )
-        new, unchanged = cursor.fetchone()
-        return {"new": new, "updated": 0, "unchanged": unchanged}
+        return target_counts(cursor, new="NOT known", unchanged="known")
 
     def classify(self, cursor: Any) -> dict[str, int]:
         return self._build_target(cursor)

@@ -134,6 +134,7 @@ def demo(*, members: int, port: int) -> int:
         _run(env, "manage.py", "collectstatic", "--noinput", "-v", "0")
         _run(env, "manage.py", "seed_demo", "--members", str(members))
         _run(env, "manage.py", "seed_demo_campaigns")
+        _run(env, "manage.py", "seed_demo_results")
         procs = {
             "web": subprocess.Popen(
                 [

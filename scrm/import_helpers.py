@@ -26,6 +26,11 @@ def alias_options(aliases: Mapping[Any, tuple[str, ...]]) -> list[str]:
     return [names[0] for names in aliases.values()]
 
 
+def alias_expected(aliases: Mapping[Any, tuple[str, ...]]) -> str:
+    """The options as an error message lists them."""
+    return " / ".join(alias_options(aliases))
+
+
 def padded_row(importer: Importer, cells: list[Any]) -> list[Any] | None:
     """The row padded to the bound columns, or None for a blank row (skipped, not an error)."""
     cells = importer.padded(cells)
@@ -77,4 +82,3 @@ def target_counts(
     cursor.execute(f"SELECT {counts} FROM import_target")
     new_rows, updated_rows, unchanged_rows = cursor.fetchone()
     return {"new": int(new_rows), "updated": int(updated_rows), "unchanged": int(unchanged_rows)}
-

@@ -14,8 +14,16 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from members.importers import clean_mobile
+from scrm.import_helpers import (
+    alias_choices,
+    alias_expected,
+    alias_options,
+    clean_lookup,
+    optional,
+    padded_row,
+    target_counts,
+)
 from scrm.imports import (
-    CellError,
     Column,
     Importer,
     RowInvalid,
@@ -42,15 +50,11 @@ STATUS_DISPLAY = {status: aliases[0] for status, aliases in STATUS_ALIASES.items
 
 
 def status_choices() -> dict[str, str]:
-    choices: dict[str, str] = {}
-    for status, aliases in STATUS_ALIASES.items():
-        for alias in (*aliases, status.value, str(status.label)):
-            choices[unicodedata.normalize("NFKC", alias).strip().lower()] = status.value
-    return choices
+    return alias_choices(STATUS_ALIASES)
 
 
 def _status_options() -> list[str]:
-    return [aliases[0] for aliases in STATUS_ALIASES.values()]
+    return alias_options(STATUS_ALIASES)
 
 
 POSITION_ALIASES = {
@@ -63,15 +67,15 @@ POSITION_ROLE = {Guide.Position.GUIDE: Role.GUIDE, Guide.Position.MANAGER: Role.
 
 
 def position_choices() -> dict[str, str]:
-    choices: dict[str, str] = {}
-    for position, aliases in POSITION_ALIASES.items():
-        for alias in (*aliases, position.value, str(position.label)):
-            choices[unicodedata.normalize("NFKC", alias).strip().lower()] = position.value
-    return choices
+    return alias_choices(POSITION_ALIASES)
 
 
 def _position_options() -> list[str]:
-    return [aliases[0] for aliases in POSITION_ALIASES.values()]
+    return alias_options(POSITION_ALIASES)
+
+
+def _unknown_store(code: str) -> str:
+    return _("No store has the code “%(code)s”.") % {"code": code}
 
 
 @register
@@ -156,13 +160,13 @@ class StoreImporter(Importer):
         for _code, name, pk in rows:
             self.regions.setdefault(unicodedata.normalize("NFKC", name).strip().upper(), pk)
         self.statuses = status_choices()
-        self.status_expected = " / ".join(_status_options())
+        self.status_expected = alias_expected(STATUS_ALIASES)
 
     # -- rows ----------------------------------------------------------------------------------
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
         # Stores number in the thousands, not millions: no fast paths needed here.
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
         add = problems.append
@@ -183,24 +187,14 @@ class StoreImporter(Importer):
             if region_id is None:
                 add(("region", _("No region has the code or name “%(region)s”.") % {"region": typed}))
 
-        texts: dict[str, str | None] = {}
-        for key, max_length in (("province", 32), ("city", 32), ("address", 200)):
-            try:
-                texts[key] = clean_text(self.cell(cells, key), max_length=max_length)
-            except CellError as error:
-                add((key, error.message))
-
-        status = None
-        try:
-            status = clean_choice(self.cell(cells, "status"), self.statuses, expected=self.status_expected)
-        except CellError as error:
-            add(("status", error.message))
-
-        opened_on = None
-        try:
-            opened_on = clean_date(self.cell(cells, "opened_on"))
-        except CellError as error:
-            add(("opened_on", error.message))
+        texts = {
+            key: self.clean_cell(cells, key, clean_text, problems, max_length=max_length)
+            for key, max_length in (("province", 32), ("city", 32), ("address", 200))
+        }
+        status = self.clean_cell(
+            cells, "status", clean_choice, problems, choices=self.statuses, expected=self.status_expected
+        )
+        opened_on = self.clean_cell(cells, "opened_on", clean_date, problems)
 
         if problems:
             raise RowInvalid(problems)
@@ -253,16 +247,12 @@ class StoreImporter(Importer):
             """,
             {"open": Store.Status.OPEN.value},
         )
-        cursor.execute(
-            """
-            SELECT count(*) FILTER (WHERE store_id IS NULL),
-                   count(*) FILTER (WHERE store_changed),
-                   count(*) FILTER (WHERE store_id IS NOT NULL AND NOT store_changed)
-              FROM import_target
-            """
+        return target_counts(
+            cursor,
+            new="store_id IS NULL",
+            updated="store_changed",
+            unchanged="store_id IS NOT NULL AND NOT store_changed",
         )
-        new, updated, unchanged = cursor.fetchone()
-        return {"new": new, "updated": updated, "unchanged": unchanged}
 
     def classify(self, cursor: Any) -> dict[str, int]:
         return self._build_target(cursor)
@@ -377,14 +367,13 @@ class GuideImporter(Importer):
         self.stores: dict[str, int] = dict(cursor.fetchall())
         self.store_codes = {pk: code for code, pk in self.stores.items()}
         self.positions = position_choices()
-        self.position_expected = " / ".join(_position_options())
+        self.position_expected = alias_expected(POSITION_ALIASES)
 
     def clean_row(self, cells: list[Any], row_no: int) -> tuple[Any, ...] | None:
-        cells = self.padded(cells)
-        if all(is_empty(v) for v in cells):
+        cells = padded_row(self, cells)
+        if cells is None:
             return None
         problems: list[tuple[str, str]] = []
-        add = problems.append
 
         number = self.clean_cell(
             cells, "employee_no", clean_code, problems, missing=_("Enter the employee number.")
@@ -394,40 +383,14 @@ class GuideImporter(Importer):
             cells, "name", clean_text, problems, missing=_("Enter the full name."), max_length=64
         )
 
-        store_id = None
-        try:
-            code = clean_code(self.cell(cells, "store"))
-        except CellError as error:
-            add(("store", error.message))
-        else:
-            if code is None:
-                add(("store", _("Enter the store code.")))
-            else:
-                store_id = self.stores.get(code)
-                if store_id is None:
-                    add(("store", _("No store has the code “%(code)s”.") % {"code": code}))
-
-        mobile = None
-        raw = self.cell(cells, "mobile")
-        if not is_empty(raw):
-            try:
-                mobile = clean_mobile(raw)
-            except CellError as error:
-                add(("mobile", error.message))
-
-        position = None
-        try:
-            position = clean_choice(
-                self.cell(cells, "position"), self.positions, expected=self.position_expected
-            )
-        except CellError as error:
-            add(("position", error.message))
-
-        joined_on = None
-        try:
-            joined_on = clean_date(self.cell(cells, "joined_on"))
-        except CellError as error:
-            add(("joined_on", error.message))
+        store_id = clean_lookup(
+            self, cells, "store", problems, self.stores, _unknown_store, missing=_("Enter the store code.")
+        )
+        mobile = self.clean_cell(cells, "mobile", optional(clean_mobile), problems)
+        position = self.clean_cell(
+            cells, "position", clean_choice, problems, choices=self.positions, expected=self.position_expected
+        )
+        joined_on = self.clean_cell(cells, "joined_on", clean_date, problems)
 
         if problems:
             raise RowInvalid(problems)
@@ -484,16 +447,12 @@ class GuideImporter(Importer):
             """,
             {"guide": Guide.Position.GUIDE.value},
         )
-        cursor.execute(
-            """
-            SELECT count(*) FILTER (WHERE guide_id IS NULL),
-                   count(*) FILTER (WHERE guide_changed),
-                   count(*) FILTER (WHERE guide_id IS NOT NULL AND NOT guide_changed)
-              FROM import_target
-            """
+        return target_counts(
+            cursor,
+            new="guide_id IS NULL",
+            updated="guide_changed",
+            unchanged="guide_id IS NOT NULL AND NOT guide_changed",
         )
-        new, updated, unchanged = cursor.fetchone()
-        return {"new": new, "updated": updated, "unchanged": unchanged}
 
     def classify(self, cursor: Any) -> dict[str, int]:
         return self._build_target(cursor)

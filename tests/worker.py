@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -15,6 +14,7 @@ from urllib.parse import quote
 
 from django.db import connection
 
+from bench._worker import celery_worker_command
 from scrm.celery import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,23 +44,7 @@ def celery_worker() -> Iterator[subprocess.Popen[bytes]]:
     # Closed in the finally below; kept on disk so a failing dispatch test can be diagnosed.
     log = tempfile.NamedTemporaryFile(prefix=f"celery-{queue}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "scrm",
-            "worker",
-            "-Q",
-            queue,
-            "-c",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "info",
-        ],
+        celery_worker_command(queue),
         cwd=ROOT,
         env=env,
         stdout=log,

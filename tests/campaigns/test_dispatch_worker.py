@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +22,7 @@ from unittest import mock
 import pytest
 from django.db.models import Count, F, Sum
 
+from bench._worker import celery_worker_command
 from campaigns import dispatch, services
 from campaigns.models import CampaignRun, RunMember, RunStore, Task
 from campaigns.tasks import dispatch_store_task
@@ -153,23 +153,7 @@ class Worker:
         if self.broker_url:
             env["REDIS_URL"] = self.broker_url
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "scrm",
-                "worker",
-                "-Q",
-                self.queue,
-                "-c",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "info",
-            ],
+            celery_worker_command(self.queue),
             cwd=ROOT,
             env=env,
             stdout=self.log,
