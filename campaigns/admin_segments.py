@@ -19,6 +19,9 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -27,6 +30,7 @@ from scrm.audit import Actor
 
 from . import segment_services
 from .models import Segment, TaskChannel
+from .segment_exports import SEGMENT_MEMBERS, export_segment
 from .segments import FIELD_LIST, OPERATOR_LABELS, SegmentPreview, preview_segment, validate_definition
 
 PREVIEW_BUTTON = "_preview"
@@ -110,6 +114,30 @@ class SegmentAdmin(ScrmModelAdmin):
         (_("Rules"), {"fields": ("definition", "preview_channel")}),
         (_("Record"), {"fields": ("owner", "created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    actions = ("export_members_xlsx", "export_members_csv")
+
+    @admin.action(description=_("Export the members of the selected segments to Excel"))
+    def export_members_xlsx(self, request: HttpRequest, queryset: Any) -> None:
+        self._export_members(request, queryset, "xlsx")
+
+    @admin.action(description=_("Export the members of the selected segments to CSV"))
+    def export_members_csv(self, request: HttpRequest, queryset: Any) -> None:
+        self._export_members(request, queryset, "csv")
+
+    def _export_members(self, request: HttpRequest, queryset: Any, file_format: str) -> None:
+        if not SEGMENT_MEMBERS.may_export(request.user):
+            self.message_user(request, gettext("You may not export members."), messages.ERROR)
+            return
+        actor = Actor.from_request(request)
+        jobs = [export_segment(segment, file_format=file_format, actor=actor) for segment in queryset]
+        link = format_html('<a href="{}">{}</a>', reverse("exports:list"), gettext("My exports"))
+        text = gettext("Exports being prepared: %(count)d. Download them from %(link)s when they are ready.")
+        self.message_user(
+            request,
+            mark_safe(conditional_escape(text) % {"count": len(jobs), "link": link}),
+            messages.SUCCESS,
+        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Segment | None = None) -> Any:
         if obj is None:

@@ -1,6 +1,6 @@
-"""Small pieces the importers (scrm.imports pipeline) share: row prologue, alias choices, lookups, counts.
+"""Pieces the importers (see scrm.imports) share: blank rows, alias choices, code lookups, counts.
 
-Kept apart from scrm.imports so importer modules can share them without touching the pipeline.
+The pipeline itself does not use them; each importer module picks what its rows need.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def target_counts(
     """``{"new", "updated", "unchanged"}`` of ``import_target``, each a SQL condition on its rows.
 
     ``rows``: a column holding how many file rows each target row stands for (counted once otherwise).
+    The conditions are fixed SQL written by the importer, never anything from the file.
     """
     measure = "count(*)" if rows is None else f"sum({rows})"
     counts = ", ".join(
