@@ -99,6 +99,30 @@ def test_points_balance_always_equals_the_ledger_and_cannot_go_negative(system_a
     assert AuditEvent.objects.filter(action="points.added").count() == 2
 
 
+def test_one_statement_of_many_ledger_rows_moves_each_balance_by_their_sum(system_actor):
+    first, second = MemberFactory(), MemberFactory()
+    PointsEntry.objects.bulk_create(
+        [
+            PointsEntry(member=first, delta=100, kind="earn"),
+            PointsEntry(member=first, delta=-30, kind="redeem"),
+            PointsEntry(member=second, delta=7, kind="earn"),
+        ]
+    )
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.points_balance, second.points_balance) == (70, 7)
+    # a statement that would leave a balance below zero is refused whole
+    with pytest.raises(IntegrityError), transaction.atomic():
+        PointsEntry.objects.bulk_create(
+            [
+                PointsEntry(member=first, delta=-71, kind="redeem"),
+                PointsEntry(member=second, delta=1, kind="earn"),
+            ]
+        )
+    second.refresh_from_db()
+    assert second.points_balance == 7
+
+
 def test_the_balance_cannot_be_written_directly_and_the_ledger_cannot_be_rewritten(system_actor):
     member = MemberFactory()
     services.add_points(member, delta=50, kind="earn", actor=system_actor)
