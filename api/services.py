@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from loyalty import services as loyalty_services
 from members import merge
 from members.metrics import refresh_member_metrics
 from members.models import ConsentRecord, ExternalIdentity, GuideAssignment, Member, Order
@@ -630,6 +631,8 @@ def refund_order(order: Order, *, refunded_amount: Decimal, actor: Actor) -> Ord
     audit.record(actor, "order.refunded", target=order, changes=changes)
     if order.member_id:
         refresh_member_metrics({order.member_id})
+        # The refunded share of the order's points goes back now, not at the nightly catch-up.
+        loyalty_services.on_orders_recorded([order.pk], actor=actor)
     return order
 
 
@@ -646,6 +649,7 @@ def cancel_order(order: Order, *, actor: Actor) -> Order:
     audit.record(actor, "order.cancelled", target=order, changes=changes)
     if order.member_id:
         refresh_member_metrics({order.member_id})
+        loyalty_services.on_orders_recorded([order.pk], actor=actor)
     return order
 
 

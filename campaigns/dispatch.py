@@ -758,6 +758,21 @@ def expire_tasks(*, now: datetime.datetime | None = None) -> int:
     return expired
 
 
+def cancel_tasks_of_merged_member(member: Member, actor: Actor) -> None:
+    """members.services.MERGED_HOOKS: the merged-away member's open tasks are cancelled (the member
+    kept gets tasks of its own from later runs)."""
+    with audit.app_audited():
+        ids = list(Task.objects.filter(member=member, state=Task.State.OPEN).values_list("pk", flat=True))
+        if not ids:
+            return
+        Task.objects.filter(pk__in=ids, state=Task.State.OPEN).update(
+            state=Task.State.CANCELLED, cancel_reason=Task.CancelReason.MEMBER, updated_at=timezone.now()
+        )
+        audit.record(
+            actor, "task.cancelled", target=member, changes={"reason": Task.CancelReason.MEMBER, "tasks": ids}
+        )
+
+
 def cancel_tasks_on_withdrawal(member: Member, channel: str, actor: Actor) -> None:
     """Consent withdrawal handler (members.consent.WITHDRAWAL_HANDLERS), inside its transaction.
 

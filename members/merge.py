@@ -37,7 +37,7 @@ from .models import (
     Order,
     PointsEntry,
 )
-from .services import assign_guide, record_consent
+from .services import MERGED_HOOKS, assign_guide, record_consent
 
 
 def _locked_pair(survivor: Member, duplicate: Member) -> tuple[Member, Member]:
@@ -186,6 +186,8 @@ def merge_members(
         target=duplicate,
         changes={"status": ["active", "merged"], "into": survivor.pk, "ref": ref},
     )
+    for hook in MERGED_HOOKS:
+        hook(duplicate, actor)
     return moved
 
 

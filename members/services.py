@@ -86,6 +86,10 @@ def create_member(
 JoinHook = Callable[[Member, Actor], None]
 JOIN_HOOKS: list[JoinHook] = []
 
+# Run in the transaction that takes a member out of contact for good other than by consent (merged
+# into another member), with the member and the actor: e.g. campaigns cancels the open tasks.
+MERGED_HOOKS: list[JoinHook] = []
+
 
 EDITABLE_MEMBER_FIELDS = frozenset({"name", "gender", "birthday", "home_store", "tier", "join_channel"})
 

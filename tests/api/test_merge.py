@@ -159,3 +159,27 @@ def test_the_duplicates_guide_follows_when_the_survivor_has_none(store, notice):
     assert Member.objects.get(pk=duplicate.pk).guide is None
     services.undo_merge(proposal, actor=ACTOR)
     assert Member.objects.get(pk=duplicate.pk).guide == guide
+
+
+def test_the_merged_away_members_open_tasks_are_cancelled_and_done_ones_stay(pair):
+    from campaigns.models import Task
+    from tests.campaigns.factories import TaskFactory
+
+    survivor, duplicate, proposal = pair
+    open_task = TaskFactory(member=duplicate, store=duplicate.home_store)
+    done_task = TaskFactory(
+        member=duplicate,
+        store=duplicate.home_store,
+        state=Task.State.DONE,
+        outcome=Task.Outcome.REACHED,
+        completed_at="2026-11-03T00:00Z",
+    )
+    survivors_task = TaskFactory(member=survivor, store=survivor.home_store)
+
+    with mock.patch("api.tasks.deliver_webhook_task.delay"):
+        services.accept_merge_proposal(proposal, actor=ACTOR)
+
+    states = {t.pk: (t.state, t.cancel_reason) for t in Task.objects.all()}
+    assert states[open_task.pk] == ("cancelled", "member")
+    assert states[done_task.pk] == ("done", "")
+    assert states[survivors_task.pk] == ("open", "")

@@ -190,3 +190,23 @@ def test_orders_of_a_merged_member_go_to_the_member_it_was_merged_into(api, stor
     assert Order.objects.get(external_no="M1").member == survivor
     assert Member.objects.get(pk=duplicate.pk).status == "merged"
     assert api.get(f"/api/v1/members/{duplicate.pk}/").json()["id"] == survivor.pk
+
+
+def test_a_refund_or_cancellation_takes_the_orders_points_back_at_once(api, store):
+    member = MemberFactory(home_store=store)
+    api.post(
+        "/api/v1/orders/", order("P1", store=store, mobile=member.mobile, amount="200.00"), format="json"
+    )
+    api.post("/api/v1/orders/", order("P2", store=store, mobile=member.mobile, amount="50.00"), format="json")
+    member.refresh_from_db()
+    earned = member.points_balance
+    assert earned > 0
+
+    api.post("/api/v1/orders/store/P1/refund/", {"refunded_amount": "100.00"}, format="json")
+    member.refresh_from_db()
+    assert 0 < member.points_balance < earned  # half of P1's credit went back, P2's stays
+
+    api.post("/api/v1/orders/store/P1/refund/", {"refunded_amount": "200.00"}, format="json")
+    api.post("/api/v1/orders/store/P2/cancel/")
+    member.refresh_from_db()
+    assert member.points_balance == 0
