@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import shared_task
 from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet, ValidationError
@@ -438,17 +437,3 @@ def fire_step(
 def _hand_to_dispatch(run_id: int) -> None:
     """Dispatch fans the frozen audience out per store (its reconciler resends a lost message)."""
     dispatch.start_run_from_audience(run_id)
-
-
-# The beat entry point. Thin, like campaigns.tasks (it lives here so that the journey clock is one
-# module); each fired step commits on its own, so a retry after a crash redoes only what is missing.
-@shared_task(
-    acks_late=True,
-    time_limit=1800,
-    soft_time_limit=1700,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=True,
-    max_retries=5,
-)
-def run_journeys_task() -> int:
-    return len(run_journeys().runs)

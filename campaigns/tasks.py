@@ -8,7 +8,7 @@ being briefly unreachable or a deadlock (``OperationalError``).
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import dispatch, services
+from . import dispatch, journeys, services
 
 TRANSIENT = (OperationalError, InterfaceError)
 COMMON = {
@@ -43,3 +43,10 @@ def expire_tasks_task() -> int:
 @shared_task(time_limit=120, soft_time_limit=100, **COMMON)
 def run_campaign_schedules_task() -> int:
     return len(services.run_campaign_schedules())
+
+
+# The journey clock: each fired step commits on its own, so a retry after a crash redoes only what is
+# missing.
+@shared_task(time_limit=1800, soft_time_limit=1700, **COMMON)
+def run_journeys_task() -> int:
+    return len(journeys.run_journeys().runs)

@@ -83,12 +83,12 @@ def create_member(
 
 # Run by ``create_member`` in its transaction with the new member and the actor (e.g. campaigns that
 # wait for "a member joined"). Bulk paths (the member import) do not run them.
-JoinHook = Callable[[Member, Actor], None]
-JOIN_HOOKS: list[JoinHook] = []
+MemberHook = Callable[[Member, Actor], None]
+JOIN_HOOKS: list[MemberHook] = []
 
 # Run in the transaction that takes a member out of contact for good other than by consent (merged
 # into another member), with the member and the actor: e.g. campaigns cancels the open tasks.
-MERGED_HOOKS: list[JoinHook] = []
+MERGED_HOOKS: list[MemberHook] = []
 
 
 EDITABLE_MEMBER_FIELDS = frozenset({"name", "gender", "birthday", "home_store", "tier", "join_channel"})

@@ -10,7 +10,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings.local")
 app = Celery("scrm")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-app.autodiscover_tasks(related_name="journeys")  # campaigns.journeys.run_journeys_task
 
 app.conf.beat_schedule = {
     # Webhook deliveries whose retry message was lost (worker killed, Redis restarted) are sent again.
@@ -74,7 +73,7 @@ app.conf.beat_schedule = {
     # Journeys: once a day, after the nightly metrics and tier evaluation; each step fires the event
     # dates of today and a few days back (catch-up), once per occurrence, so a missed day is harmless.
     "run-journeys": {
-        "task": "campaigns.journeys.run_journeys_task",
+        "task": "campaigns.tasks.run_journeys_task",
         "schedule": crontab(hour=6, minute=0),
     },
     # Open tasks past their due time become expired.
