@@ -57,3 +57,13 @@ def test_collectstatic_with_the_production_storage_finds_every_referenced_file(t
     call_command("collectstatic", interactive=False, verbosity=0)
 
     assert (tmp_path / "staticfiles.json").exists()
+
+
+def test_every_beat_entry_names_a_task_the_worker_registers():
+    # A task moved or renamed without its beat entry would be scheduled forever and never run.
+    from scrm.celery import app
+
+    app.loader.import_default_modules()
+    unknown = [entry["task"] for entry in app.conf.beat_schedule.values() if entry["task"] not in app.tasks]
+
+    assert app.conf.beat_schedule and unknown == []
